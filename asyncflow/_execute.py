@@ -1,0 +1,206 @@
+"""Executing one node: inputs, the body (async, generator, thread or process), retries, timeout,
+returned / yielded nodes, atomic publication, events and per-node log context."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from . import _context
+from . import events as ev
+from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
+from ._graph import DONE, FAILED, RUNNING, NodeState
+from ._node import has_nodes, replace_nodes
+
+if TYPE_CHECKING:
+    from ._scheduler import Run
+
+log = structlog.get_logger("asyncflow")
+
+_NOT_RETRIED = (CycleError, MissingInputError, ParameterError, SerializationError)
+
+
+async def execute(run: Run, st: NodeState) -> None:
+    """Run one ready node to the end: DONE with its output published, or FAILED."""
+    from ._scheduler import _Flight, _flights
+
+    node = st.node
+    flights = _flights()
+    key = run.flight_key(node)
+    other = flights.get(key)
+    while other is not None:
+        # Another run of this loop executes the same node on the same store: share its result.
+        await run.park(st)
+        try:
+            await other.done.wait()
+        finally:
+            await run.unpark(st)
+        if other.ok:
+            st.output = other.output
+            await run.finish(st, DONE)
+            return
+        if other.error is not None:
+            await run.finish(st, FAILED, other.error)
+            return
+        other = flights.get(key)  # its run was cancelled: take over
+    flight = flights[key] = _Flight(run)
+    try:
+        await _execute(run, st)
+        if st.status == DONE:
+            flight.ok = True
+            flight.output = st.output
+        else:
+            flight.error = st.error
+    finally:
+        del flights[key]
+        flight.done.set()
+
+
+async def _execute(run: Run, st: NodeState) -> None:
+    node = st.node
+    st.status = RUNNING
+    st.started = time.time()
+    t0 = time.perf_counter()
+    try:
+        deps = st.deps
+        if deps:
+            await run.load_outputs(deps)
+            outputs = {d.node: d.output for d in deps}
+            kwargs = {k: replace_nodes(v, outputs.__getitem__) for k, v in node.args.items()}
+        else:
+            kwargs = dict(node.args)
+        value = await _call_with_retries(run, st, kwargs)
+        if has_nodes(value):
+            value = await run.resolve(value, st)  # Flyte-style: returned nodes run, outputs take their place
+        target = run.target_of(node)
+        if target is not None:
+            data = target.encode(value)
+            await target.store.write(target.fs_path, data)
+            listing = run.listings.get((target.store.key, target.folder))
+            if isinstance(listing, set):
+                listing.add(target.name)
+    except Exception as e:
+        st.duration = time.perf_counter() - t0
+        if run.log_enabled_warning:
+            log.warning("task failed", node_id=node.id, error=describe(e))
+        await run.finish(st, FAILED, e)
+        return
+    st.output = value
+    st.duration = time.perf_counter() - t0
+    if run.on_event is not None:
+        await run.emit(run.node_event(ev.TaskSucceeded, st, duration=st.duration))
+    if run.log_enabled_info:
+        log.info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
+    await run.finish(st, DONE)
+
+
+async def _call_with_retries(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
+    task = st.node.task
+    delay = task.retry_delay
+    while True:
+        st.attempts += 1
+        if run.on_event is not None:
+            await run.emit(run.node_event(ev.TaskStarted, st, attempt=st.attempts))
+        try:
+            if task.timeout is None:
+                return await _call(run, st, kwargs)
+            try:
+                with anyio.fail_after(task.timeout):
+                    return await _call(run, st, kwargs)
+            except TimeoutError as e:
+                raise TimeoutError(f"{st.node.id} timed out after {task.timeout:g}s (try {st.attempts})") from e
+        except _NOT_RETRIED:
+            raise
+        except Exception as e:
+            if st.attempts > task.retries:
+                raise
+            if run.on_event is not None:
+                await run.emit(run.node_event(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e)))
+            if run.log_enabled_warning:
+                log.warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
+            await run.sleep(delay)
+            delay *= 2
+
+
+async def _call(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
+    """One try of the body, with the node id bound in the log context and the run in `_context`."""
+    task = st.node.task
+    token = _context.current.set(_context.Frame(run, st))
+    logtokens = structlog.contextvars.bind_contextvars(node_id=st.node.id)
+    try:
+        if run.log_enabled_info:
+            log.info("task started", attempt=st.attempts)
+        kind = task.kind
+        if kind == "async":
+            return await task.fn(**kwargs)
+        if kind == "asyncgen":
+            return await _drive_generator(run, st, task.fn(**kwargs))
+        executor = task.executor
+        if executor == "thread":
+            return await anyio.to_thread.run_sync(
+                functools.partial(task.fn, **kwargs), abandon_on_cancel=True, limiter=run.thread_limiter
+            )
+        if executor == "process":
+            return await _call_in_process(task, kwargs)
+        return await executor.run(task, kwargs)
+    finally:
+        structlog.contextvars.reset_contextvars(**logtokens)
+        _context.current.reset(token)
+
+
+async def _drive_generator(run: Run, st: NodeState, agen: Any) -> list[Any]:
+    """d6tflow's TaskAggregator, fully dynamic: each yielded node (or collection) is run and its
+    output sent back into the generator; the output is the list of what was yielded, resolved."""
+    out: list[Any] = []
+    send: Any = None
+    throw: BaseException | None = None
+    try:
+        while True:
+            try:
+                yielded = await (agen.athrow(throw) if throw is not None else agen.asend(send))
+            except StopAsyncIteration:
+                return out
+            send = throw = None
+            if has_nodes(yielded):
+                try:
+                    send = await run.resolve(yielded, st)
+                except TaskFailed as e:
+                    throw = e  # the body may catch the child's failure at its `yield`
+                    continue
+            else:
+                send = yielded
+            out.append(send)
+    finally:
+        await agen.aclose()
+
+
+async def _call_in_process(task: Any, kwargs: dict[str, Any]) -> Any:
+    import pickle
+
+    import anyio.to_process
+
+    try:
+        pickle.dumps(kwargs)
+    except Exception as e:
+        raise ParameterError(
+            f"task {task.name!r} runs in a process, but its arguments cannot be pickled: {e}", task=task.name
+        ) from e
+    return await anyio.to_process.run_sync(
+        _run_in_process, task.fn.__module__, task.fn.__qualname__, task.name, kwargs, cancellable=True
+    )
+
+
+def _run_in_process(module: str, qualname: str, name: str, kwargs: dict[str, Any]) -> Any:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    fn = getattr(obj, "fn", obj)
+    return fn(**kwargs)
+

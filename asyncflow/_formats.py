@@ -1,0 +1,208 @@
+"""Output formats: how a task's output becomes bytes in its target and back.
+
+A format is anything with `name`, `ext`, `dumps(value, type)` and `loads(data, type)`. `type` is the
+task's return annotation (`typing.Any` when it has none), so JSON and msgpack decode back to
+dataclasses, msgspec Structs, datetimes and so on.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from ._errors import ParameterError
+
+
+@runtime_checkable
+class Format(Protocol):
+    """How outputs are encoded. Implement it to add a format: `@af.task(format=MyFormat())`."""
+
+    name: str
+    ext: str
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        """Encode `value`; raise TypeError or ValueError when it cannot be encoded."""
+        ...
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        """Decode bytes written by `dumps`."""
+        ...
+
+
+def _dec_hook(type: Any, obj: Any) -> Any:
+    return obj
+
+
+class JsonFormat:
+    """JSON through msgspec, decoded to the return annotation."""
+
+    name = "json"
+    ext = "json"
+    _encoder = msgspec.json.Encoder()
+
+    def __init__(self) -> None:
+        self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+    def _decoder(self, type: Any) -> msgspec.json.Decoder[Any]:
+        dec = self._decoders.get(type)
+        if dec is None:
+            try:
+                dec = msgspec.json.Decoder(type, dec_hook=_dec_hook)
+            except TypeError:
+                dec = msgspec.json.Decoder()
+            self._decoders[type] = dec
+        return dec
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        return self._encoder.encode(value)
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        return self._decoder(type).decode(data)
+
+
+class MsgpackFormat(JsonFormat):
+    """MessagePack through msgspec: compact, binary, same types as JSON."""
+
+    name = "msgpack"
+    ext = "msgpack"
+    _mp_encoder = msgspec.msgpack.Encoder()
+
+    def _decoder(self, type: Any) -> Any:
+        dec = self._decoders.get(type)
+        if dec is None:
+            try:
+                dec = msgspec.msgpack.Decoder(type, dec_hook=_dec_hook)
+            except TypeError:
+                dec = msgspec.msgpack.Decoder()
+            self._decoders[type] = dec
+        return dec
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        return self._mp_encoder.encode(value)
+
+
+class PickleFormat:
+    """Any picklable Python object (trusted stores only: unpickling runs code)."""
+
+    name = "pickle"
+    ext = "pkl"
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError) as e:
+            raise TypeError(str(e)) from e
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        return pickle.loads(data)  # noqa: S301 - the store is the user's own
+
+
+class TextFormat:
+    """A `str`, stored as UTF-8."""
+
+    name = "text"
+    ext = "txt"
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        if not isinstance(value, str):
+            raise TypeError(f"expected str, got {type_name(value)}")
+        return value.encode("utf-8")
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        return data.decode("utf-8")
+
+
+class BytesFormat:
+    """Raw `bytes`, stored as is."""
+
+    name = "bytes"
+    ext = "bin"
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes, got {type_name(value)}")
+        return bytes(value)
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        return data
+
+
+class ParquetFormat:
+    """A pandas or polars DataFrame as Parquet (needs pandas + pyarrow, or polars)."""
+
+    name = "parquet"
+    ext = "parquet"
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        module = getattr(value.__class__, "__module__", "")
+        if module.startswith("polars"):
+            value.write_parquet(buf)
+        elif hasattr(value, "to_parquet"):
+            try:
+                value.to_parquet(buf)
+            except ImportError as e:
+                raise TypeError(f"{e}; install pyarrow: pip install pyarrow") from e
+        else:
+            raise TypeError(f"expected a pandas or polars DataFrame, got {type_name(value)}")
+        return buf.getvalue()
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        import io
+
+        if "polars" in getattr(type, "__module__", ""):
+            import polars
+
+            return polars.read_parquet(io.BytesIO(data))
+        try:
+            import pandas
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("format 'parquet' needs pandas and pyarrow: pip install pandas pyarrow") from e
+        return pandas.read_parquet(io.BytesIO(data))
+
+
+FORMATS: dict[str, Any] = {
+    f.name: f for f in (JsonFormat(), MsgpackFormat(), PickleFormat(), TextFormat(), BytesFormat(), ParquetFormat())
+}
+
+
+def get_format(spec: Any, task: str) -> Format:
+    """The format named or given by a task option."""
+    if isinstance(spec, str):
+        try:
+            return FORMATS[spec]  # type: ignore[no-any-return]
+        except KeyError:
+            raise ParameterError(
+                f"task {task!r}: unknown format {spec!r}; use one of {', '.join(sorted(FORMATS))} "
+                "or an object implementing af.Format",
+                task=task,
+                param="format",
+            ) from None
+    if isinstance(spec, Format):
+        return spec
+    raise ParameterError(
+        f"task {task!r}: format must be a name or an af.Format (with name, ext, dumps, loads), got {spec!r}",
+        task=task,
+        param="format",
+    )
+
+
+def type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def suggest_format(value: Any, current: str) -> str:
+    """A format that would encode `value`."""
+    if isinstance(value, str) and current != "text":
+        return "text"
+    if isinstance(value, (bytes, bytearray)) and current != "bytes":
+        return "bytes"
+    module = getattr(type(value), "__module__", "")
+    if (module.startswith("pandas") or module.startswith("polars")) and current != "parquet":
+        return "parquet"
+    return "pickle" if current != "pickle" else "json"

@@ -1,0 +1,156 @@
+"""The graph a run works on: per-node state, completeness decisions and cycle search.
+
+Pure bookkeeping over nodes, with no I/O and no anyio: the scheduler feeds it existence facts and
+acts on what it decides (pytask's scheduler shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._errors import CycleError
+from ._node import Node
+
+# states of a node inside one run
+NEW = "new"  # being planned
+TODO = "todo"  # planned, needs running, not yet reached by the needed-walk
+COMPLETE = "complete"  # output exists and is current: skipped
+MISSING = "missing"  # an external input that does not exist
+PENDING = "pending"  # waiting for upstream nodes
+READY = "ready"  # queued for a worker
+RUNNING = "running"
+DONE = "done"  # ran and published
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+CANCELLED = "cancelled"
+
+FINISHED = frozenset({COMPLETE, MISSING, DONE, FAILED, UPSTREAM_FAILED, CANCELLED})
+OK = frozenset({COMPLETE, DONE})
+UNSET: Any = object()
+
+
+class Join:
+    """Something waiting for `remaining` nodes to finish (a parked body, or the run's roots)."""
+
+    __slots__ = ("event", "remaining")
+
+    def __init__(self, remaining: int, event: Any) -> None:
+        self.remaining = remaining
+        self.event = event
+
+
+class NodeState:
+    """A node's life in one run: status, upstream counter, waiters, output and timings."""
+
+    __slots__ = (
+        "attempts",
+        "awaiting",
+        "batch",
+        "delivered",
+        "dependants",
+        "deps",
+        "duration",
+        "error",
+        "exists",
+        "forced",
+        "holds_limit",
+        "holds_slot",
+        "joins",
+        "node",
+        "npending",
+        "output",
+        "parked",
+        "started",
+        "status",
+    )
+
+    def __init__(self, node: Node, batch: Any = None) -> None:
+        self.node = node
+        self.status = NEW
+        self.batch = batch
+        self.deps: list[NodeState] = []
+        self.dependants: list[NodeState] = []
+        self.joins: list[Join] = []
+        self.npending = 0
+        self.output: Any = UNSET
+        self.error: BaseException | None = None
+        self.exists = False
+        self.forced = False
+        self.started = 0.0
+        self.duration = 0.0
+        self.attempts = 0
+        self.parked = 0
+        self.holds_slot = False
+        self.holds_limit = False
+        self.awaiting: set[NodeState] | None = None
+        self.delivered = False  # its failure was raised into an awaiting body, which decides
+
+    def __repr__(self) -> str:
+        return f"<NodeState {self.node.id} {self.status}>"
+
+
+def post_order(states: Iterable[NodeState], within: set[NodeState]) -> list[NodeState]:
+    """`states` and their upstream inside `within`, upstream first (iterative: deep chains are fine)."""
+    out: list[NodeState] = []
+    seen: set[NodeState] = set()
+    for root in states:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack: list[tuple[NodeState, int]] = [(root, 0)]
+        while stack:
+            st, i = stack.pop()
+            if i < len(st.deps):
+                stack.append((st, i + 1))
+                d = st.deps[i]
+                if d in within and d not in seen:
+                    seen.add(d)
+                    stack.append((d, 0))
+            else:
+                out.append(st)
+    return out
+
+
+def decide(
+    order: list[NodeState], check_dependencies: bool, is_forced: Callable[[Node], bool], is_external: Callable[[Node], bool]
+) -> None:
+    """Mark each state COMPLETE, MISSING or TODO from its `exists` fact; upstream first."""
+    for st in order:
+        node = st.node
+        if is_external(node):
+            st.status = COMPLETE if st.exists else MISSING
+            continue
+        forced = is_forced(node) or any(d.forced for d in st.deps)
+        st.forced = forced
+        complete = st.exists and not forced
+        if complete and check_dependencies:
+            complete = all(d.status in OK for d in st.deps)
+        st.status = COMPLETE if complete else TODO
+
+
+def find_wait_cycle(parent: NodeState, child: NodeState) -> list[NodeState] | None:
+    """The path child -> ... -> parent if `child` (transitively) waits for `parent`, else None.
+
+    A node waits for its unfinished upstream nodes and for the nodes its parked body awaits.
+    """
+    if child is parent:
+        return [parent, parent]
+    stack: list[tuple[NodeState, list[NodeState]]] = [(child, [child])]
+    seen = {child}
+    while stack:
+        st, path = stack.pop()
+        nexts = [d for d in st.deps if d.status not in FINISHED]
+        if st.awaiting:
+            nexts.extend(st.awaiting)
+        for n in nexts:
+            if n is parent:
+                return [parent, *path, parent]
+            if n not in seen:
+                seen.add(n)
+                stack.append((n, [*path, n]))
+    return None
+
+
+def cycle_error(path: list[NodeState]) -> CycleError:
+    return CycleError([st.node.id for st in path])

@@ -1,0 +1,169 @@
+"""Node: a task bound to its parameters. Hashable and equal by identity (task + canonical params).
+
+A node describes work; it does no I/O by itself. `await node` asks the run executing the current
+body (through `_context`) or, outside any run, starts a small default run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import _context
+from ._identity import HasKey, digest, file_stem, node_id, show_value
+
+if TYPE_CHECKING:
+    from ._targets import Target
+    from ._task import Task
+
+
+def iter_nodes(value: Any) -> Iterator[Node]:
+    """The nodes inside a value: the value itself, or nested in lists, tuples and dict values."""
+    if isinstance(value, Node):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, Node):
+                yield item
+            elif isinstance(item, (list, tuple, dict)):
+                yield from iter_nodes(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, Node):
+                yield item
+            elif isinstance(item, (list, tuple, dict)):
+                yield from iter_nodes(item)
+
+
+def has_nodes(value: Any) -> bool:
+    """Whether `value` is or holds a node."""
+    for _ in iter_nodes(value):
+        return True
+    return False
+
+
+def replace_nodes(value: Any, output_of: Any) -> Any:
+    """`value` with every node replaced by `output_of(node)`, keeping the structure."""
+    if isinstance(value, Node):
+        return output_of(value)
+    if isinstance(value, list):
+        return [replace_nodes(v, output_of) for v in value]
+    if isinstance(value, tuple):
+        items = [replace_nodes(v, output_of) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, dict):
+        return {k: replace_nodes(v, output_of) for k, v in value.items()}
+    return value
+
+
+class Node(HasKey):
+    """A task bound to parameters.
+
+    `params` are the identity parameters (own, inherited, explicit nodes; defaults included);
+    `args` are what the body receives, nodes still in place of their outputs.
+    """
+
+    __slots__ = ("_deps", "_hash", "_id", "_key", "args", "params", "task")
+
+    task: Task
+    params: dict[str, Any]
+    args: dict[str, Any]
+
+    def __init__(self, task: Task, params: dict[str, Any], args: dict[str, Any]) -> None:
+        self.task = task
+        self.params = params
+        self.args = args
+        self._key = digest(task.name, params)
+        self._hash = hash(self._key)
+        self._id: str | None = None
+        self._deps: tuple[Node, ...] | None = None
+
+    # identity -----------------------------------------------------------------------------
+    @property
+    def key(self) -> bytes:
+        """16-byte digest of task name + canonical parameters, identical across processes."""
+        return self._key
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return isinstance(other, Node) and other._key == self._key
+
+    def _shown(self) -> list[tuple[str, str]]:
+        out = []
+        for k, v in self.params.items():
+            nodes = list(iter_nodes(v)) if isinstance(v, (Node, list, tuple, dict)) else None
+            out.append((k, show_value(v, nodes)))
+        return out
+
+    @property
+    def id(self) -> str:
+        """`name[k=v, ...]` over all parameters, sorted; readable and stable across processes."""
+        if self._id is None:
+            self._id = node_id(self.task.name, self._shown())
+        return self._id
+
+    def file_stem(self) -> str:
+        """The target's file name without extension: `{readable params}-{hash}`."""
+        return file_stem(self._shown(), self._key)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+    # graph --------------------------------------------------------------------------------
+    @property
+    def deps(self) -> tuple[Node, ...]:
+        """The static dependencies: nodes among the arguments, in order, without repeats."""
+        if self._deps is None:
+            seen: dict[Node, None] = {}
+            for v in self.args.values():
+                if isinstance(v, Node):
+                    seen[v] = None
+                elif isinstance(v, (list, tuple, dict)):
+                    for n in iter_nodes(v):
+                        seen[n] = None
+            self._deps = tuple(seen)
+        return self._deps
+
+    # storage ------------------------------------------------------------------------------
+    @property
+    def target(self) -> Target | None:
+        """Where the output lives under the task's store or `af.settings.store`; None if not persisted."""
+        from ._targets import target_for
+
+        return target_for(self, None, None)
+
+    async def complete(self) -> bool:
+        """Whether the output exists and is current (upstream too, under `check_dependencies`)."""
+        from ._workflow import Workflow  # the one upward import: a default run outside any flow
+
+        return await Workflow([self], execution_summary=False).is_complete(self)
+
+    async def load(self) -> Any:
+        """Read the output from the target; `af.TargetError` when missing or corrupt."""
+        from ._workflow import Workflow
+
+        return await Workflow([self], execution_summary=False).output(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return _resolve(self).__await__()
+
+
+async def _resolve(value: Any) -> Any:
+    frame = _context.current.get()
+    if frame is not None:
+        return await frame.run.resolve(value, frame.state)
+    from ._workflow import run_default
+
+    return await run_default(value)
+
+
+async def gather(*nodes: Node) -> list[Any]:
+    """Run several nodes at once (from a body or anywhere) and return their outputs in order."""
+    return await _resolve(list(nodes))  # type: ignore[no-any-return]

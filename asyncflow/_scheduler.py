@@ -1,0 +1,622 @@
+"""One run: plan what must run, then run it on a bounded, elastic pool of worker coroutines.
+
+Why a pool and not a task per node: starting an anyio task per node costs ~40-90 µs; a worker
+coroutine that takes ready nodes from a deque costs a few µs and its memory does not grow with
+the number of waiting nodes. A body that awaits other nodes *parks*: it gives its slot back and a
+new worker may start, so `max_concurrency=1` never deadlocks; it takes a slot again (ahead of new
+work) when what it waits for is done.
+
+Nodes are also de-duplicated across concurrent runs in one event loop ("flights"): a node that
+another run is executing on the same store is awaited, not run twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from . import events as ev
+from ._errors import CycleError, MissingInputError, ParameterError, TaskFailed
+from ._graph import (
+    CANCELLED,
+    COMPLETE,
+    DONE,
+    FAILED,
+    FINISHED,
+    MISSING,
+    NEW,
+    OK,
+    PENDING,
+    READY,
+    TODO,
+    UNSET,
+    UPSTREAM_FAILED,
+    Join,
+    NodeState,
+    cycle_error,
+    decide,
+    find_wait_cycle,
+    post_order,
+)
+from ._node import Node, iter_nodes, replace_nodes
+from ._settings import settings
+from ._store import Store, store_for_path
+from ._targets import Target, store_of, target_for
+from ._task import EXTERNAL
+
+_FLIGHTS: anyio.lowlevel.RunVar[dict[Any, _Flight]] = anyio.lowlevel.RunVar("asyncflow_flights")
+
+
+class _Flight:
+    """A node being executed by some run of this event loop; others wait instead of re-running."""
+
+    __slots__ = ("done", "error", "ok", "output", "run")
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.done = anyio.Event()
+        self.ok = False
+        self.error: BaseException | None = None
+        self.output: Any = None
+
+
+def _flights() -> dict[Any, _Flight]:
+    try:
+        return _FLIGHTS.get()
+    except LookupError:
+        table: dict[Any, _Flight] = {}
+        _FLIGHTS.set(table)
+        return table
+
+
+class _Worker:
+    __slots__ = ("event", "item")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.item: NodeState | None = None
+
+
+class _Limit:
+    """A named pool (or a task's int limit): tokens plus who waits for one."""
+
+    __slots__ = ("free", "name", "waiting")
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name = name
+        self.free = total
+        self.waiting: deque[NodeState | anyio.Event] = deque()
+
+
+class Run:
+    """Executes nodes for one `Workflow.run()` (or `preview()`, which only plans)."""
+
+    def __init__(
+        self,
+        *,
+        store: str | None,
+        storage_options: dict[str, Any] | None,
+        max_concurrency: int,
+        limits: dict[str, int],
+        check_dependencies: bool,
+        fail_fast: bool,
+        on_event: Any,
+        force: set[str],
+        force_all: bool,
+    ) -> None:
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ParameterError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+        self.store_url = store
+        self.storage_options = storage_options
+        self.max_concurrency = max_concurrency
+        self.check_dependencies = check_dependencies
+        self.fail_fast = fail_fast
+        self.on_event = on_event
+        self.force = force
+        self.force_all = force_all
+        self.log_enabled_info = settings.log_enabled(20)
+        self.log_enabled_warning = settings.log_enabled(30)
+        self.sleep = anyio.sleep  # replaceable: tests of retries need no wall-clock waits
+        self.states: dict[Node, NodeState] = {}
+        self.listings: dict[tuple[Any, str], set[str] | anyio.Event] = {}
+        self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
+        self.dynamic: dict[Node, list[Node]] = {}
+        self.failures: list[NodeState] = []
+        self.started = time.time()
+        self.thread_limiter: anyio.CapacityLimiter | None = None
+        # pool
+        self.tg: Any = None
+        self.ready: deque[NodeState] = deque()
+        self.free = max_concurrency
+        self.idle: list[_Worker] = []
+        self.slot_waiters: deque[anyio.Event] = deque()
+        self.closing = False
+        self.peak = 0
+
+    # stores and targets --------------------------------------------------------------------
+    def store_of(self, node: Node) -> Store:
+        return store_of(node, self.store_url, self.storage_options)
+
+    def target_of(self, node: Node) -> Target | None:
+        return target_for(node, self.store_url, self.storage_options)
+
+    def flight_key(self, node: Node) -> Any:
+        return (self.store_of(node).key, node.key)
+
+    # events ---------------------------------------------------------------------------------
+    async def emit(self, event: Any) -> None:
+        result = self.on_event(event)
+        if hasattr(result, "__await__"):
+            await result
+
+    def node_event(self, cls: Any, st: NodeState, **fields: Any) -> Any:
+        from ._identity import _enc_hook
+
+        import msgspec
+
+        params = msgspec.to_builtins(st.node.params, enc_hook=_enc_hook)
+        return cls(node_id=st.node.id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
+
+    # planning -------------------------------------------------------------------------------
+    def _is_forced(self, node: Node) -> bool:
+        return self.force_all or node.task.name in self.force
+
+    async def _existence(self, new: list[NodeState]) -> None:
+        """Fill `exists` for new states: one listing per task folder, a check per external."""
+        folders: dict[tuple[Any, str], tuple[Store, str]] = {}
+        externals: list[NodeState] = []
+        targets: list[tuple[NodeState, Target]] = []
+        for st in new:
+            node = st.node
+            if node.task is EXTERNAL:
+                externals.append(st)
+                continue
+            t = self.target_of(node)
+            if t is None:
+                continue
+            targets.append((st, t))
+            k = (t.store.key, t.folder)
+            if k not in folders:
+                folders[k] = (t.store, t.folder)
+        todo = [k for k in folders if k not in self.listings]
+        waits = [v for k in folders if isinstance(v := self.listings.get(k), anyio.Event)]
+        if todo or externals:
+            for k in todo:
+                self.listings[k] = anyio.Event()
+
+            async def list_one(k: tuple[Any, str]) -> None:
+                store, folder = folders[k]
+                done = self.listings[k]
+                try:
+                    self.listings[k] = await store.listdir(folder)
+                except BaseException:
+                    del self.listings[k]
+                    raise
+                finally:
+                    assert isinstance(done, anyio.Event)
+                    done.set()
+
+            async def check_external(st: NodeState) -> None:
+                url = st.node.params["url"]
+                store, path = store_for_path(url)
+                if any(c in url for c in "*?["):
+                    st.output = [store.display(p) for p in await store.glob(path)]
+                    st.exists = bool(st.output)
+                else:
+                    st.exists = await store.exists(path)
+                    st.output = url
+
+            if len(todo) + len(externals) == 1:
+                await (list_one(todo[0]) if todo else check_external(externals[0]))
+            else:
+                async with anyio.create_task_group() as tg:
+                    for k in todo:
+                        tg.start_soon(list_one, k)
+                    for st in externals:
+                        tg.start_soon(check_external, st)
+        for w in waits:
+            await w.wait()
+        for st, t in targets:
+            listing = self.listings.get((t.store.key, t.folder))
+            st.exists = isinstance(listing, set) and t.name in listing
+
+    async def plan(self, roots: list[Node]) -> list[NodeState]:
+        """Bring `roots` and their static upstream into the run; queue what must run."""
+        new = await self.survey(roots)
+        return await self._activate([self.states[n] for n in roots], new)
+
+    async def survey(self, roots: list[Node], children: dict[Node, list[Node]] | None = None) -> list[NodeState]:
+        """Add `roots` and their upstream (plus known dynamic `children`) as states, each marked
+        COMPLETE, MISSING or TODO from one listing per task folder. Returns the new states."""
+        batch = anyio.Event()
+        new: list[NodeState] = []
+        waits: set[anyio.Event] = set()
+        states = self.states
+        stack = list(roots)
+        try:
+            while stack:
+                node = stack.pop()
+                st = states.get(node)
+                if st is not None:
+                    if st.status == NEW and st.batch is not batch:
+                        waits.add(st.batch)
+                    continue
+                st = NodeState(node, batch)
+                states[node] = st
+                new.append(st)
+                if node.task is not EXTERNAL:
+                    stack.extend(node.deps)
+                if children and node in children:
+                    stack.extend(children[node])
+            for st in new:
+                st.deps = [states[d] for d in st.node.deps]
+            await self._existence(new)
+            for w in waits:
+                await w.wait()
+            decide(post_order(new, set(new)), self.check_dependencies, self._is_forced, lambda n: n.task is EXTERNAL)
+        except BaseException:
+            for st in new:
+                states.pop(st.node, None)
+            raise
+        finally:
+            batch.set()
+        return new
+
+    async def _activate(self, roots: list[NodeState], new: list[NodeState]) -> list[NodeState]:
+        """Walk from `roots` through what must run; wire upstream counters; queue ready nodes."""
+        missing: list[NodeState] = []
+        needed_by: list[str] = []
+        to_queue: list[NodeState] = []
+        skipped: list[NodeState] = []
+        seen: set[NodeState] = set()
+        stack = [st for st in roots if st.status == TODO]
+        for st in roots:
+            if st.status == MISSING:
+                missing.append(st)
+            elif st.status == COMPLETE and st in new:
+                skipped.append(st)
+        seen.update(stack)
+        while stack:
+            st = stack.pop()
+            st.status = PENDING
+            for d in st.deps:
+                if d.status == TODO:
+                    if d not in seen:
+                        seen.add(d)
+                        stack.append(d)
+                elif d.status == MISSING:
+                    missing.append(d)
+                    needed_by.append(st.node.id)
+                    continue
+                elif d.status == COMPLETE:
+                    if d in new and d not in seen:
+                        seen.add(d)
+                        skipped.append(d)
+                    continue
+                if d.status not in FINISHED:
+                    st.npending += 1
+                    d.dependants.append(st)
+            to_queue.append(st)
+        for st in new:  # planned but not needed (upstream of complete nodes): forget them
+            if st.status == TODO and st not in seen:
+                del self.states[st.node]
+            elif st.status == COMPLETE and st not in seen and st not in roots:
+                del self.states[st.node]
+        if missing:
+            for st in to_queue:
+                del self.states[st.node]
+            for st in missing:
+                self.states.pop(st.node, None)
+            raise MissingInputError(sorted({str(st.node.params["url"]) for st in missing}), sorted(set(needed_by)))
+        for st in to_queue:
+            self._check_limit(st)
+        if self.on_event is not None:
+            for st in skipped:
+                await self.emit(self.node_event(ev.TaskSkipped, st, reason="complete"))
+        for st in to_queue:
+            failed = next((d for d in st.deps if d.status in (FAILED, UPSTREAM_FAILED, CANCELLED)), None)
+            if failed is not None:
+                await self.finish(st, UPSTREAM_FAILED, failed.error)
+            elif st.npending == 0 and st.status == PENDING:
+                self._queue(st)
+        return roots
+
+    def _check_limit(self, st: NodeState) -> None:
+        limit = st.node.task.limit
+        if isinstance(limit, str) and limit not in self.limits:
+            raise ParameterError(
+                f"task {st.node.task.name!r} uses limit {limit!r}, but the workflow sets no such pool; "
+                f"pass limits={{{limit!r}: N}}",
+                task=st.node.task.name,
+                param="limit",
+            )
+        if isinstance(limit, int):
+            key = f"task:{st.node.task.name}"
+            if key not in self.limits:
+                self.limits[key] = _Limit(key, limit)
+
+    def _limit_of(self, st: NodeState) -> _Limit | None:
+        limit = st.node.task.limit
+        if limit is None:
+            return None
+        return self.limits[limit if isinstance(limit, str) else f"task:{st.node.task.name}"]
+
+    # the pool -------------------------------------------------------------------------------
+    def _queue(self, st: NodeState) -> None:
+        st.status = READY
+        self.ready.append(st)
+        if self.tg is not None:
+            self._dispatch()
+
+    def _take(self) -> NodeState | None:
+        """The next ready node whose limit has a token (slot already taken by the caller)."""
+        while self.ready:
+            st = self.ready.popleft()
+            lim = self._limit_of(st) if st.node.task.limit is not None else None
+            if lim is not None:
+                if lim.free <= 0:
+                    lim.waiting.append(st)
+                    continue
+                lim.free -= 1
+                st.holds_limit = True
+            st.holds_slot = True
+            return st
+        return None
+
+    def _dispatch(self) -> None:
+        while self.free > 0 and (self.slot_waiters or self.ready):
+            if self.slot_waiters:
+                self.free -= 1
+                self.slot_waiters.popleft().set()  # a resuming body gets the slot
+                continue
+            self.free -= 1
+            st = self._take()
+            if st is None:
+                self.free += 1
+                return
+            self._note_peak()
+            if self.idle:
+                w = self.idle.pop()
+                w.item = st
+                w.event.set()
+            else:
+                self.tg.start_soon(self._worker, st)
+
+    def _note_peak(self) -> None:
+        used = self.max_concurrency - self.free
+        if used > self.peak:
+            self.peak = used
+
+    def _release(self, st: NodeState) -> None:
+        if st.holds_limit:
+            st.holds_limit = False
+            lim = self._limit_of(st)
+            assert lim is not None
+            lim.free += 1
+            if lim.waiting:
+                w = lim.waiting.popleft()
+                if isinstance(w, anyio.Event):
+                    lim.free -= 1
+                    w.set()
+                else:
+                    self.ready.appendleft(w)
+        if st.holds_slot:
+            st.holds_slot = False
+            self.free += 1
+
+    async def _worker(self, st: NodeState | None) -> None:
+        from ._execute import execute
+
+        me: _Worker | None = None
+        n = 0
+        while st is not None:
+            try:
+                await execute(self, st)
+            finally:
+                self._release(st)
+            st = None
+            if not self.slot_waiters and self.free > 0 and self.ready:
+                self.free -= 1
+                st = self._take()
+                if st is None:
+                    self.free += 1
+            if st is None:
+                self._dispatch()
+                if self.closing:
+                    return
+                if me is None:
+                    me = _Worker()
+                else:
+                    me.event = anyio.Event()
+                    me.item = None
+                self.idle.append(me)
+                try:
+                    await me.event.wait()
+                except BaseException:
+                    if me in self.idle:
+                        self.idle.remove(me)
+                    raise
+                st = me.item
+            n += 1
+            if n % 64 == 0:
+                await anyio.lowlevel.checkpoint()  # a worker on a streak of instant bodies lets others in
+
+    def close(self) -> None:
+        self.closing = True
+        idle, self.idle = self.idle, []
+        for w in idle:
+            w.event.set()
+
+    async def park(self, st: NodeState) -> None:
+        """A body starts waiting on other nodes: give its slot (and pool token) back."""
+        st.parked += 1
+        if st.parked == 1:
+            self._release(st)
+            self._dispatch()
+
+    async def unpark(self, st: NodeState) -> None:
+        """The body resumes: take a slot again, ahead of queued work."""
+        st.parked -= 1
+        if st.parked:
+            return
+        if self.free > 0 and not self.slot_waiters:
+            self.free -= 1
+        else:
+            slot = anyio.Event()
+            self.slot_waiters.append(slot)
+            try:
+                await slot.wait()
+            except BaseException:
+                if slot.is_set():
+                    self.free += 1
+                    self._dispatch()
+                else:
+                    self.slot_waiters.remove(slot)
+                raise
+        st.holds_slot = True
+        self._note_peak()
+        lim = self._limit_of(st) if st.node.task.limit is not None else None
+        if lim is not None:
+            if lim.free > 0:
+                lim.free -= 1
+            else:
+                token = anyio.Event()
+                lim.waiting.append(token)
+                await token.wait()
+            st.holds_limit = True
+
+    # finishing ------------------------------------------------------------------------------
+    async def finish(self, st: NodeState, status: str, error: BaseException | None = None) -> None:
+        """Record the end of a node and release what waited for it."""
+        todo = [(st, status, error)]
+        while todo:
+            s, status, error = todo.pop()
+            if s.status in FINISHED:
+                continue
+            s.status = status
+            s.error = error
+            if status != DONE:
+                if status == FAILED:
+                    self.failures.append(s)
+                if self.on_event is not None:
+                    if status == FAILED:
+                        from ._errors import describe, root_cause
+
+                        cause = root_cause(error) if error else None
+                        await self.emit(
+                            self.node_event(
+                                ev.TaskFailed,
+                                s,
+                                error=describe(error) if error else "",
+                                error_type=type(cause).__name__,
+                                duration=s.duration,
+                            )
+                        )
+                    elif status == UPSTREAM_FAILED:
+                        await self.emit(self.node_event(ev.TaskSkipped, s, reason="upstream failed"))
+            dependants, s.dependants = s.dependants, []
+            for d in dependants:
+                if status == DONE:
+                    d.npending -= 1
+                    if d.npending == 0 and d.status == PENDING:
+                        self._queue(d)
+                elif d.status not in FINISHED:
+                    todo.append((d, UPSTREAM_FAILED, error))
+            joins, s.joins = s.joins, []
+            for j in joins:
+                j.remaining -= 1
+                if j.remaining == 0:
+                    j.event.set()
+        if status == FAILED and self.fail_fast and self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    # outputs --------------------------------------------------------------------------------
+    async def output_of(self, st: NodeState) -> Any:
+        """A finished node's output: in memory, or read back from its target."""
+        if st.output is UNSET:
+            t = self.target_of(st.node)
+            if t is None:
+                raise RuntimeError(f"{st.node.id} has no output in this run")  # pragma: no cover
+            st.output = await t.load()
+        return st.output
+
+    async def load_outputs(self, states: list[NodeState]) -> None:
+        """Load several outputs at once (their reads are batched by the store)."""
+        todo = [s for s in states if s.output is UNSET]
+        if len(todo) == 1:
+            await self.output_of(todo[0])
+        elif todo:
+            async with anyio.create_task_group() as tg:
+                for s in todo:
+                    tg.start_soon(self.output_of, s)
+
+    # dynamic dependencies -------------------------------------------------------------------
+    async def resolve(self, value: Any, parent: NodeState | None) -> Any:
+        """Run the nodes inside `value` from a body and return `value` with their outputs."""
+        nodes = list(dict.fromkeys(iter_nodes(value)))
+        if not nodes:
+            return value
+        if parent is not None:
+            self.dynamic.setdefault(parent.node, [])
+            known = self.dynamic[parent.node]
+            seen = set(known)
+            known.extend(n for n in nodes if n not in seen)
+        states = await self.plan(nodes)
+        waiting = [s for s in states if s.status not in FINISHED]
+        if waiting:
+            if parent is not None:
+                for s in waiting:
+                    path = find_wait_cycle(parent, s)
+                    if path is not None:
+                        raise cycle_error(path)
+            join = Join(len(waiting), anyio.Event())
+            for s in waiting:
+                s.joins.append(join)
+            if parent is not None:
+                if parent.awaiting is None:
+                    parent.awaiting = set()
+                parent.awaiting.update(waiting)
+                await self.park(parent)
+                try:
+                    await join.event.wait()
+                finally:
+                    parent.awaiting.difference_update(waiting)
+                    await self.unpark(parent)
+            else:
+                await join.event.wait()
+        failed = [s for s in states if s.status not in OK]
+        if failed:
+            for s in failed:
+                s.delivered = True
+            s = failed[0]
+            if isinstance(s.error, CycleError):
+                raise s.error
+            raise TaskFailed(s.node.id, s.error or RuntimeError(f"{s.node.id} was {s.status}"))
+        await self.load_outputs(states)
+        by_node = {s.node: s.output for s in states}
+        return replace_nodes(value, by_node.__getitem__)
+
+    # the whole run --------------------------------------------------------------------------
+    async def execute(self, roots: list[Node]) -> list[NodeState]:
+        """Plan and run `roots`; returns their states (failures are recorded, not raised)."""
+        self.thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
+        states = await self.plan(roots)  # errors here (missing inputs, cycles) come before any body
+        waiting = [s for s in states if s.status not in FINISHED]
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            self._dispatch()
+            if waiting:
+                join = Join(len(waiting), anyio.Event())
+                for s in waiting:
+                    s.joins.append(join)
+                await join.event.wait()
+            self.close()
+        for s in self.states.values():
+            if s.status not in FINISHED:
+                s.status = CANCELLED
+        return states
+

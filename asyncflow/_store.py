@@ -1,0 +1,379 @@
+"""Stores: an fsspec location plus the few operations targets need, never blocking the event loop.
+
+How each kind of filesystem is driven:
+- local disk: plain `os` calls (no fsspec overhead), batched into worker threads so that thousands
+  of small reads and writes cost a few thread hops rather than one each; writes go to a temporary
+  file in the same folder, then `os.replace` (atomic on POSIX).
+- memory: inline (dict operations; nothing blocks); a write publishes the full bytes in one call.
+- async filesystems (s3fs, gcsfs, ...) on asyncio: a per-event-loop instance, awaited natively.
+- any other filesystem (and async ones under trio): its sync API in worker threads.
+Only "not found" means missing; any other failure is a `StorageError`, never read as "missing".
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import fsspec
+import msgspec
+import sniffio
+
+from ._errors import StorageError
+
+TMP_MARK = ".asyncflow-tmp-"
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
+
+_PENDING, _RUNNING, _DONE = 0, 1, 2
+
+
+class _Item:
+    __slots__ = ("args", "error", "event", "fn", "result", "state")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.state = _PENDING
+        self.event: anyio.Event | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _run_batch(batch: list[_Item]) -> None:
+    for it in batch:
+        try:
+            it.result = it.fn(*it.args)
+        except BaseException as e:  # handed back to the caller on the loop
+            it.error = e
+
+
+class ThreadBatcher:
+    """Runs small blocking calls in worker threads, many per thread hop (group commit).
+
+    A caller that finds a free batch slot leads: it takes what is queued and runs it in one
+    thread call; the others wait for their item. At most `max_batches` thread calls at once.
+    """
+
+    def __init__(self, max_batches: int = 2, max_size: int = 128) -> None:
+        self.max_batches = max_batches
+        self.max_size = max_size
+        self.pending: deque[_Item] = deque()
+        self.running = 0
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        item = _Item(fn, args)
+        self.pending.append(item)
+        try:
+            while item.state != _DONE:
+                if item.state == _PENDING and self.running < self.max_batches:
+                    await self._lead()
+                else:
+                    item.event = anyio.Event()
+                    await item.event.wait()
+        except BaseException:
+            # Cancelled while waiting: a queued item must never run late.
+            if item.state == _PENDING:
+                self.pending.remove(item)
+            self._wake_next()
+            raise
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    async def _lead(self) -> None:
+        n = min(len(self.pending), self.max_size)
+        batch = [self.pending.popleft() for _ in range(n)]
+        for it in batch:
+            it.state = _RUNNING
+        self.running += 1
+        try:
+            await anyio.to_thread.run_sync(_run_batch, batch)
+        finally:
+            self.running -= 1
+            for it in batch:
+                it.state = _DONE
+                if it.event is not None:
+                    it.event.set()
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        if self.pending and self.running < self.max_batches:
+            ev = self.pending[0].event
+            if ev is not None:
+                ev.set()
+
+
+# local-disk primitives (run in worker threads) -------------------------------------------------
+
+
+def _local_list(folder: str) -> set[str]:
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return set()
+    return {n for n in names if not n.startswith(".")}
+
+
+def _local_read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _local_write(path: str, data: bytes) -> None:
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        f = open(tmp, "wb")  # noqa: SIM115
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        f = open(tmp, "wb")  # noqa: SIM115
+    try:
+        with f:
+            f.write(data)
+        os.replace(tmp, path)  # atomic: the target appears whole or not at all
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _local_delete(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def _local_glob(pattern: str) -> list[str]:
+    import glob
+
+    return sorted(glob.glob(pattern))
+
+
+class Store:
+    """One storage location (an fsspec URL plus options)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.storage_options = dict(storage_options or {})
+        protocol, _, rest = url.partition("://") if "://" in url else ("file", "", url)
+        if protocol in ("file", "local"):
+            protocol = "file"
+            rest = os.path.abspath(os.path.expanduser(rest))
+        self.protocol = protocol
+        cls = fsspec.get_filesystem_class(protocol)
+        self.root = cls._strip_protocol(url if protocol != "file" else rest).rstrip("/") or "/"
+        if protocol == "file":
+            self.kind = "local"
+        elif protocol == "memory":
+            self.kind = "memory"
+        elif getattr(cls, "async_impl", False):
+            self.kind = "async"
+        else:
+            self.kind = "sync"
+        self._cls = cls
+        self.url = self.root if protocol == "file" else f"{protocol}://{self.root.lstrip('/')}"
+        self.key = (protocol, self.root, msgspec.json.encode(self.storage_options, order="deterministic"))
+        self._sync_fs: Any = None
+        self._async_fs: dict[int, Any] = {}
+        self._batcher = ThreadBatcher()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url}>"
+
+    # paths ----------------------------------------------------------------------------------
+    def join(self, *parts: str) -> str:
+        base = self.root if self.root != "/" else ""
+        return "/".join([base, *parts]) if base or self.kind != "local" else "/" + "/".join(parts)
+
+    def display(self, path: str) -> str:
+        """A path as the user would type it (with the protocol when not local)."""
+        if self.kind == "local":
+            return path
+        return f"{self.protocol}://{path.lstrip('/')}" if self.kind != "memory" else f"memory://{path.lstrip('/')}"
+
+    # filesystem instances -------------------------------------------------------------------
+    def sync_fs(self) -> Any:
+        if self._sync_fs is None:
+            opts = dict(self.storage_options)
+            if self.kind == "async":
+                opts.setdefault("skip_instance_cache", True)
+            self._sync_fs = self._cls(**opts)
+        return self._sync_fs
+
+    def _native(self) -> Any | None:
+        """An asynchronous instance bound to the running asyncio loop, or None (use threads)."""
+        if self.kind != "async" or sniffio.current_async_library() != "asyncio":
+            return None
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fs = self._async_fs.get(id(loop))
+        if fs is None or getattr(fs, "_loop_ref", None) is not loop:
+            fs = self._cls(asynchronous=True, skip_instance_cache=True, **self.storage_options)
+            fs._loop_ref = loop
+            self._async_fs = {id(loop): fs}
+        return fs
+
+    async def _thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._batcher.call(fn, *args)
+
+    # operations -----------------------------------------------------------------------------
+    async def listdir(self, folder: str) -> set[str]:
+        """Names of the files directly in `folder` (empty when it does not exist)."""
+        try:
+            if self.kind == "local":
+                return await self._thread(_local_list, folder)  # type: ignore[no-any-return]
+            if self.kind == "memory":
+                entries = self.sync_fs().ls(folder, detail=False)
+            else:
+                fs = self._native()
+                if fs is not None:
+                    entries = await fs._ls(folder, detail=False, refresh=True)
+                else:
+                    sfs = self.sync_fs()
+                    sfs.invalidate_cache(folder)
+                    entries = await self._thread(sfs.ls, folder, False)
+        except FileNotFoundError:
+            return set()
+        except Exception as e:
+            raise StorageError(f"cannot list {self.display(folder)}: {type(e).__name__}: {e}", path=folder) from e
+        out = set()
+        for p in entries:
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if not name.startswith("."):
+                out.add(name)
+        return out
+
+    async def read(self, path: str) -> bytes:
+        """The bytes at `path`; FileNotFoundError when missing, StorageError on other failures."""
+        try:
+            if self.kind == "local":
+                return await self._thread(_local_read, path)  # type: ignore[no-any-return]
+            if self.kind == "memory":
+                return self.sync_fs().cat_file(path)  # type: ignore[no-any-return]
+            fs = self._native()
+            if fs is not None:
+                return await fs._cat_file(path)  # type: ignore[no-any-return]
+            return await self._thread(self.sync_fs().cat_file, path)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot read {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
+
+    async def write(self, path: str, data: bytes) -> None:
+        """Publish `data` at `path` atomically: whole or not at all, never a partial file."""
+        try:
+            if self.kind == "local":
+                await self._thread(_local_write, path, data)
+            elif self.kind == "memory":
+                self.sync_fs().pipe_file(path, data)  # one synchronous call: nothing sees it half-done
+            else:
+                fs = self._native()
+                if fs is not None:
+                    await fs._pipe_file(path, data)  # one PUT (or a multipart upload aborted on error)
+                elif self.protocol in _OBJECT_STORES:
+                    await self._thread(self.sync_fs().pipe_file, path, data)
+                else:
+                    await self._thread(_sync_write_then_move, self.sync_fs(), path, data)
+        except Exception as e:
+            raise StorageError(f"cannot write {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
+
+    async def delete(self, paths: list[str]) -> None:
+        """Remove these files (missing ones are ignored)."""
+        if not paths:
+            return
+        try:
+            if self.kind == "local":
+                await self._thread(_local_delete, paths)
+            elif self.kind == "memory":
+                fs = self.sync_fs()
+                for p in paths:
+                    if fs.exists(p):
+                        fs.rm_file(p)
+            else:
+                fs = self._native()
+                if fs is not None:
+                    await fs._rm(paths)
+                else:
+                    await self._thread(self.sync_fs().rm, paths)
+        except FileNotFoundError:
+            pass
+        except Exception as e:
+            raise StorageError(f"cannot delete under {self.url}: {type(e).__name__}: {e}", path=paths[0]) from e
+
+    async def glob(self, pattern: str) -> list[str]:
+        """Paths matching a glob pattern, sorted."""
+        try:
+            if self.kind == "local":
+                return await self._thread(_local_glob, pattern)  # type: ignore[no-any-return]
+            if self.kind == "memory":
+                return sorted(self.sync_fs().glob(pattern))
+            fs = self._native()
+            if fs is not None:
+                return sorted(await fs._glob(pattern))
+            return sorted(await self._thread(self.sync_fs().glob, pattern))
+        except Exception as e:
+            raise StorageError(f"cannot glob {pattern}: {type(e).__name__}: {e}", path=pattern) from e
+
+    async def exists(self, path: str) -> bool:
+        """Whether a file is at `path` (errors other than "not found" raise StorageError)."""
+        try:
+            if self.kind == "local":
+                return await self._thread(os.path.exists, path)  # type: ignore[no-any-return]
+            if self.kind == "memory":
+                return self.sync_fs().exists(path)  # type: ignore[no-any-return]
+            fs = self._native()
+            if fs is not None:
+                await fs._info(path)
+            else:
+                await self._thread(self.sync_fs().info, path)
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as e:
+            raise StorageError(f"cannot check {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
+
+
+def _sync_write_then_move(fs: Any, path: str, data: bytes) -> None:
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    fs.pipe_file(tmp, data)
+    try:
+        fs.mv(tmp, path)
+    except BaseException:
+        try:
+            fs.rm_file(tmp)
+        except Exception:
+            pass
+        raise
+
+
+_STORES: dict[tuple[str, str], Store] = {}
+
+
+def get_store(url: str, storage_options: dict[str, Any] | None = None) -> Store:
+    """The shared `Store` for a URL and options (one per location per process)."""
+    k = (os.path.abspath(url) if "://" not in url else url, msgspec.json.encode(storage_options or {}, order="deterministic").decode())
+    store = _STORES.get(k)
+    if store is None:
+        store = _STORES[k] = Store(url, storage_options)
+    return store
+
+
+def store_for_path(url: str) -> tuple[Store, str]:
+    """The store and path of a single file URL (for `af.external`)."""
+    if "://" in url:
+        protocol, _, rest = url.partition("://")
+        folder = rest.rsplit("/", 1)[0] if "/" in rest else rest
+        store = get_store(f"{protocol}://{folder}")
+        return store, store._cls._strip_protocol(url)
+    path = os.path.abspath(url)
+    return get_store(os.path.dirname(path)), path

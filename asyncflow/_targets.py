@@ -1,0 +1,107 @@
+"""Targets: where a node's output lives, `{store}/{task}/{readable params}-{hash}.{ext}`, and how it
+is read and written through the task's format."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SerializationError, TargetError
+from ._formats import suggest_format, type_name
+from ._settings import settings
+from ._store import Store, get_store
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+
+class Target:
+    """A node's output location: `path` (as a URL), `store`, `folder` and `name` inside it."""
+
+    __slots__ = ("folder", "name", "node", "store")
+
+    def __init__(self, node: Node, store: Store) -> None:
+        self.node = node
+        self.store = store
+        self.folder = store.join(node.task.name)
+        self.name = f"{node.file_stem()}.{node.task.format.ext}"
+
+    @property
+    def fs_path(self) -> str:
+        """The path inside the filesystem (no protocol)."""
+        return f"{self.folder}/{self.name}"
+
+    @property
+    def path(self) -> str:
+        """The full location, as a user would pass it to fsspec."""
+        return self.store.display(self.fs_path)
+
+    @property
+    def format(self) -> str:
+        return self.node.task.format.name
+
+    def __repr__(self) -> str:
+        return f"<Target {self.path}>"
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    async def exists(self) -> bool:
+        """Whether the target file exists (fresh check, no listing cache)."""
+        return await self.store.exists(self.fs_path)
+
+    def encode(self, value: Any) -> bytes:
+        """The output as bytes, or `SerializationError` (nothing is written)."""
+        task = self.node.task
+        try:
+            return task.format.dumps(value, task.return_type)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise SerializationError(
+                task.name, type_name(value), task.format.name, suggest_format(value, task.format.name), str(e)
+            ) from e
+
+    def decode(self, data: bytes) -> Any:
+        """Bytes back to the output; `TargetError` naming path and format when they do not decode."""
+        task = self.node.task
+        try:
+            return task.format.loads(data, task.return_type)
+        except Exception as e:
+            raise TargetError(
+                f"corrupt target {self.path} (format {task.format.name}): {type(e).__name__}: {e}; "
+                f"delete it (flow.reset) to rebuild it",
+                path=self.path,
+                format=task.format.name,
+            ) from e
+
+    async def load(self) -> Any:
+        """Read and decode the output; `TargetError` when missing or corrupt."""
+        try:
+            data = await self.store.read(self.fs_path)
+        except FileNotFoundError:
+            raise TargetError(
+                f"no target at {self.path} for {self.node.id}; run the flow to build it",
+                path=self.path,
+                format=self.format,
+            ) from None
+        return self.decode(data)
+
+    async def save(self, value: Any) -> None:
+        """Encode and publish atomically."""
+        await self.store.write(self.fs_path, self.encode(value))
+
+    async def remove(self) -> None:
+        await self.store.delete([self.fs_path])
+
+
+def store_of(node: Node, url: str | None, storage_options: dict[str, Any] | None) -> Store:
+    """The store a node's target lives in: the task's own, else the workflow's, else the settings'."""
+    task = node.task
+    if task.store is not None:
+        return get_store(task.store, task.storage_options or storage_options or settings.storage_options)
+    return get_store(url or settings.store, storage_options if storage_options is not None else settings.storage_options)
+
+
+def target_for(node: Node, url: str | None, storage_options: dict[str, Any] | None) -> Target | None:
+    """The node's target under a workflow's store, or None when the task does not persist."""
+    if not node.task.persist:
+        return None
+    return Target(node, store_of(node, url, storage_options))

@@ -1,0 +1,408 @@
+"""`@af.task`: describe a function as a task; calling it binds a `Node` (nothing runs).
+
+Decoration validates the options and the function at once; the parameter specification
+(annotations, defaults, `af.depends` wiring and inherited parameters) is built on first use so
+that forward references (`af.depends("name")`) resolve.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import itertools
+import re
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ._errors import CycleError, ParameterError
+from ._formats import Format, get_format
+from ._node import Node, has_nodes
+
+_MISSING: Any = inspect.Parameter.empty
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SIMPLE = (int, str, float, bool)
+
+REGISTRY: dict[str, Task] = {}
+"""Tasks by name (the last definition wins): for `af.depends("name")` and the command line."""
+
+
+class Depends:
+    """`af.depends(task, **fixed)` as a parameter default: the upstream node, bound on the fly."""
+
+    __slots__ = ("fixed", "task")
+
+    def __init__(self, task: Task | str, fixed: dict[str, Any]) -> None:
+        self.task = task
+        self.fixed = fixed
+
+    def resolve_task(self, who: str) -> Task:
+        if isinstance(self.task, Task):
+            return self.task
+        try:
+            return REGISTRY[self.task]
+        except KeyError:
+            raise ParameterError(
+                f"task {who!r} depends on {self.task!r}, which is not a known task; "
+                "define it (import its module) first",
+                task=who,
+            ) from None
+
+    def __repr__(self) -> str:
+        name = self.task if isinstance(self.task, str) else self.task.name
+        return f"af.depends({name})"
+
+
+def depends(task: Task | str, **fixed: Any) -> Any:
+    """Declare a static dependency as a parameter default.
+
+    The body receives the upstream's output. The upstream is bound with the caller's parameters of
+    the same names plus `fixed`; its parameters that the caller does not declare are inherited.
+    """
+    if not isinstance(task, (Task, str)):
+        raise ParameterError(f"af.depends() takes a task (or a task name), got {task!r}")
+    return Depends(task, fixed)
+
+
+class Param:
+    """One parameter of a task: name, annotation and default (`af.depends` or a value)."""
+
+    __slots__ = ("annotation", "default", "name", "owner")
+
+    def __init__(self, name: str, annotation: Any, default: Any, owner: str) -> None:
+        self.name = name
+        self.annotation = annotation
+        self.default = default
+        self.owner = owner
+
+    @property
+    def type_text(self) -> str:
+        a = self.annotation
+        if a is Any:
+            return "any"
+        return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
+
+    def convert(self, value: Any, strict: bool = True) -> Any:
+        """`value` checked and converted to the annotation; ParameterError names the parameter."""
+        ann = self.annotation
+        if ann is Any or type(value) is ann:
+            return value
+        if isinstance(value, (Node, list, tuple, dict)) and has_nodes(value):
+            return value  # nodes stand for outputs: their type is checked when produced
+        try:
+            return msgspec.convert(value, ann, strict=strict, from_attributes=True)
+        except (msgspec.ValidationError, TypeError) as e:
+            raise ParameterError(
+                f"task {self.owner!r}: parameter {self.name!r} expects {self.type_text}, "
+                f"got {value!r} ({type(value).__name__}): {e}",
+                task=self.owner,
+                param=self.name,
+            ) from None
+
+
+class _Spec:
+    """A task's parameters resolved: own params in order, depends wiring, inherited params."""
+
+    __slots__ = ("accepts", "depends", "inherited", "names", "own", "simple")
+
+    def __init__(self, own: list[Param], inherited: dict[str, Param]) -> None:
+        self.own = own
+        self.names = [p.name for p in own]
+        self.depends = [p for p in own if isinstance(p.default, Depends)]
+        self.inherited = inherited
+        self.accepts: dict[str, Param] = {p.name: p for p in own if not isinstance(p.default, Depends)}
+        self.accepts.update(inherited)
+        self.simple = not self.depends and not inherited
+
+
+_building: list[str] = []
+
+
+class Task:
+    """A function described as a task. Call it to bind a `Node`; `task.fn` is the function."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        format: str | Format = "json",
+        store: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        persist: bool = True,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        limit: str | int | None = None,
+        version: str | None = None,
+        executor: Any = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        where = self.name
+        if not _NAME.match(self.name):
+            raise ParameterError(
+                f"task name {self.name!r} must be letters, digits, '_', '.' or '-'", task=where, param="name"
+            )
+        if inspect.isasyncgenfunction(fn):
+            self.kind = "asyncgen"
+        elif inspect.iscoroutinefunction(fn):
+            self.kind = "async"
+        elif inspect.isgeneratorfunction(fn):
+            raise ParameterError(
+                f"task {where!r} is a plain generator; make it `async def` to yield nodes", task=where
+            )
+        elif callable(fn):
+            self.kind = "sync"
+        else:
+            raise ParameterError(f"@af.task needs a function, got {fn!r}")
+        self.format = get_format(format, where)
+        self.store = store
+        self.storage_options = dict(storage_options or {})
+        self.persist = _check(where, "persist", persist, bool)
+        self.retries = _check(where, "retries", retries, int, minimum=0)
+        self.retry_delay = float(_check(where, "retry_delay", retry_delay, (int, float), minimum=0))
+        self.timeout = None if timeout is None else float(_check(where, "timeout", timeout, (int, float)))
+        if self.timeout is not None and self.timeout <= 0:
+            raise ParameterError(f"task {where!r}: timeout must be > 0 seconds", task=where, param="timeout")
+        if limit is not None and not (isinstance(limit, str) or (isinstance(limit, int) and limit > 0)):
+            raise ParameterError(
+                f"task {where!r}: limit must be a pool name or a positive int, got {limit!r}", task=where, param="limit"
+            )
+        self.limit = limit
+        self.version = None if version is None else str(version)
+        self.executor = _check_executor(where, executor, self.kind)
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise ParameterError(
+                    f"task {where!r}: *args / **kwargs are not supported; name each parameter", task=where
+                )
+        self._spec: _Spec | None = None
+        self._return: Any = None
+        REGISTRY[self.name] = self
+
+    # specification --------------------------------------------------------------------------
+    @property
+    def spec(self) -> _Spec:
+        if self._spec is None:
+            self._spec = self._build_spec()
+        return self._spec
+
+    def _build_spec(self) -> _Spec:
+        if self.name in _building:
+            raise CycleError([*_building[_building.index(self.name) :], self.name])
+        _building.append(self.name)
+        try:
+            try:
+                hints = typing.get_type_hints(self.fn)
+            except Exception:  # unresolvable annotations: keep them unchecked
+                hints = {}
+            own = []
+            for p in inspect.signature(self.fn).parameters.values():
+                own.append(Param(p.name, hints.get(p.name, Any), p.default, self.name))
+            names = {p.name for p in own}
+            inherited: dict[str, Param] = {}
+            for p in own:
+                if isinstance(p.default, Depends):
+                    up = p.default.resolve_task(self.name)
+                    for q in up.spec.accepts.values():
+                        if q.name not in names and q.name not in p.default.fixed:
+                            inherited.setdefault(q.name, q)
+                    unknown = set(p.default.fixed) - set(up.spec.accepts)
+                    if unknown:
+                        raise ParameterError(
+                            f"task {self.name!r}: af.depends({up.name}) fixes unknown parameter(s) "
+                            f"{', '.join(sorted(unknown))}; {up.name} accepts {', '.join(sorted(up.spec.accepts)) or 'none'}",
+                            task=self.name,
+                            param=p.name,
+                        )
+            return _Spec(own, inherited)
+        finally:
+            _building.pop()
+
+    @property
+    def return_type(self) -> Any:
+        """The output type formats decode to (`Any` when unannotated or for generators)."""
+        if self._return is None:
+            ret: Any = Any
+            if self.kind != "asyncgen":
+                try:
+                    ret = typing.get_type_hints(self.fn).get("return", Any)
+                except Exception:
+                    ret = Any
+                if ret is None or ret is type(None):
+                    ret = Any
+            self._return = ret
+        return self._return
+
+    # binding --------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+        return self.bind(args, kwargs, strict=True)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any], strict: bool = True) -> Node:
+        """Bind parameters to a Node; `strict=False` also converts strings (the command line)."""
+        spec = self.spec
+        if args:
+            if len(args) > len(spec.own):
+                raise ParameterError(
+                    f"task {self.name!r} takes {len(spec.own)} parameter(s), {len(args)} given positionally",
+                    task=self.name,
+                )
+            for p, v in zip(spec.own, args):
+                if p.name in kwargs:
+                    raise ParameterError(
+                        f"task {self.name!r}: parameter {p.name!r} given twice", task=self.name, param=p.name
+                    )
+                kwargs[p.name] = v
+        params: dict[str, Any] = {}
+        if spec.simple:
+            for p in spec.own:
+                v = kwargs.pop(p.name, _MISSING)
+                if v is _MISSING:
+                    v = p.default
+                    if v is _MISSING:
+                        raise self._missing(p)
+                    params[p.name] = v
+                else:
+                    params[p.name] = v if type(v) is p.annotation else p.convert(v, strict)
+            if kwargs:
+                raise self._unknown(kwargs)
+            return Node(self, params, params)
+        body: dict[str, Any] = {}
+        for p in spec.own:
+            v = kwargs.pop(p.name, _MISSING)
+            if v is _MISSING:
+                v = p.default
+                if v is _MISSING:
+                    raise self._missing(p)
+                if isinstance(v, Depends):
+                    continue  # wired below, once every plain value is known
+                params[p.name] = body[p.name] = v
+            elif isinstance(v, Depends):
+                body[p.name] = v
+            else:
+                params[p.name] = body[p.name] = p.convert(v, strict)
+        for name, q in spec.inherited.items():
+            v = kwargs.pop(name, _MISSING)
+            if v is _MISSING:
+                if q.default is _MISSING:
+                    raise self._missing(q)
+                if isinstance(q.default, Depends):
+                    continue
+                v = q.default
+            else:
+                v = q.convert(v, strict)
+            params[name] = v
+        if kwargs:
+            raise self._unknown(kwargs)
+        for p in spec.own:
+            dep = body.get(p.name, p.default) if p.name not in params else None
+            if isinstance(dep, Depends):
+                up = dep.resolve_task(self.name)
+                forwarded = {k: params[k] for k in up.spec.accepts if k in params and k not in dep.fixed}
+                forwarded.update(dep.fixed)
+                node = up.bind((), forwarded, strict)
+                body[p.name] = node
+                if p.name in body and p.default is not dep:
+                    params[p.name] = node  # an explicit override is part of the identity
+        return Node(self, params, {p.name: body[p.name] for p in spec.own})
+
+    def _missing(self, p: Param) -> ParameterError:
+        return ParameterError(
+            f"task {self.name!r}: missing parameter {p.name!r} ({p.type_text})", task=self.name, param=p.name
+        )
+
+    def _unknown(self, extra: dict[str, Any]) -> ParameterError:
+        name = sorted(extra)[0]
+        accepts = sorted(self.spec.accepts)
+        close = difflib.get_close_matches(name, accepts, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ParameterError(
+            f"task {self.name!r}: unknown parameter {name!r} (value {extra[name]!r}); "
+            f"it accepts {', '.join(accepts) or 'no parameters'}{hint}",
+            task=self.name,
+            param=name,
+        )
+
+    def product(self, **dimensions: list[Any]) -> list[Node]:
+        """Nodes over the cartesian product of the given value lists (pytask's flattened loops)."""
+        names = list(dimensions)
+        return [self(**dict(zip(names, combo))) for combo in itertools.product(*dimensions.values())]
+
+    @property
+    def params(self) -> dict[str, Param]:
+        """Every parameter a caller may pass: own (not `af.depends`) and inherited."""
+        return dict(self.spec.accepts)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+def _check(task: str, option: str, value: Any, types: Any, minimum: float | None = None) -> Any:
+    if isinstance(value, bool) and types is not bool:
+        raise ParameterError(f"task {task!r}: {option} must be a number, got {value!r}", task=task, param=option)
+    if not isinstance(value, types):
+        raise ParameterError(f"task {task!r}: bad {option} {value!r}", task=task, param=option)
+    if minimum is not None and value < minimum:
+        raise ParameterError(f"task {task!r}: {option} must be >= {minimum}, got {value!r}", task=task, param=option)
+    return value
+
+
+def _check_executor(task: str, executor: Any, kind: str) -> Any:
+    if executor is None:
+        return "async" if kind in ("async", "asyncgen") else "thread"
+    if executor in ("async", "thread", "process"):
+        if executor == "async" and kind == "sync":
+            raise ParameterError(
+                f"task {task!r} is a plain function: use executor='thread' or 'process' (or make it async def)",
+                task=task,
+                param="executor",
+            )
+        if executor in ("thread", "process") and kind != "sync":
+            raise ParameterError(
+                f"task {task!r} is async: executor={executor!r} only applies to plain functions",
+                task=task,
+                param="executor",
+            )
+        return executor
+    if hasattr(executor, "run"):
+        return executor
+    raise ParameterError(
+        f"task {task!r}: executor must be 'async', 'thread', 'process' or an executor object, got {executor!r}",
+        task=task,
+        param="executor",
+    )
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Describe a function as a task: `@af.task` or `@af.task(format=..., retries=..., ...)`."""
+    if fn is None:
+        return lambda f: Task(f, **options)
+    if not callable(fn):
+        raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
+    return Task(fn, **options)
+
+
+class ExternalTask(Task):
+    """The task behind `af.external`: a file something else produces; never run, never persisted."""
+
+    def __init__(self) -> None:
+        async def external(url: str) -> Any:
+            return url
+
+        super().__init__(external, name="external", persist=False)
+        REGISTRY.pop("external", None)
+
+
+EXTERNAL = ExternalTask()
+
+
+def external(url: str) -> Node:
+    """A node for a file (or glob) produced elsewhere: complete when it exists; its output is the path(s)."""
+    if not isinstance(url, str) or not url:
+        raise ParameterError(f"af.external() needs a path or URL string, got {url!r}")
+    return EXTERNAL(url=url)
