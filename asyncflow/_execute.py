@@ -14,7 +14,7 @@ import structlog
 from . import _context
 from . import events as ev
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
-from ._graph import DONE, FAILED, RUNNING, NodeState
+from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, NodeState
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
@@ -27,14 +27,16 @@ _NOT_RETRIED = (CycleError, MissingInputError, ParameterError, SerializationErro
 
 async def execute(run: Run, st: NodeState) -> None:
     """Run one ready node to the end: DONE with its output published, or FAILED."""
-    from ._scheduler import _Flight, _flights
+    from ._scheduler import _Flight
 
     node = st.node
-    flights = _flights()
+    flights = run.flights
     key = run.flight_key(node)
     other = flights.get(key)
     while other is not None:
         # Another run of this loop executes the same node on the same store: share its result.
+        if other.done is None:
+            other.done = anyio.Event()
         await run.park(st)
         try:
             await other.done.wait()
@@ -51,14 +53,15 @@ async def execute(run: Run, st: NodeState) -> None:
     flight = flights[key] = _Flight(run)
     try:
         await _execute(run, st)
-        if st.status == DONE:
+        if st.status in OK:
             flight.ok = True
             flight.output = st.output
         else:
             flight.error = st.error
     finally:
         del flights[key]
-        flight.done.set()
+        if flight.done is not None:
+            flight.done.set()
 
 
 async def _execute(run: Run, st: NodeState) -> None:
@@ -67,6 +70,12 @@ async def _execute(run: Run, st: NodeState) -> None:
     st.started = time.time()
     t0 = time.perf_counter()
     try:
+        target = run.target_of(node)
+        if target is not None and not st.forced and run.listing_is_stale(target) and await target.exists():
+            # Another run of this process built it after this run listed the folder.
+            st.output = await target.load()
+            await run.finish(st, COMPLETE)
+            return
         deps = st.deps
         if deps:
             await run.load_outputs(deps)
@@ -77,13 +86,10 @@ async def _execute(run: Run, st: NodeState) -> None:
         value = await _call_with_retries(run, st, kwargs)
         if has_nodes(value):
             value = await run.resolve(value, st)  # Flyte-style: returned nodes run, outputs take their place
-        target = run.target_of(node)
         if target is not None:
             data = target.encode(value)
             await target.store.write(target.fs_path, data)
-            listing = run.listings.get((target.store.key, target.folder))
-            if isinstance(listing, set):
-                listing.add(target.name)
+            run.published(target)
     except Exception as e:
         st.duration = time.perf_counter() - t0
         if run.log_enabled_warning:

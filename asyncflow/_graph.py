@@ -69,9 +69,9 @@ class NodeState:
         self.node = node
         self.status = NEW
         self.batch = batch
-        self.deps: list[NodeState] = []
-        self.dependants: list[NodeState] = []
-        self.joins: list[Join] = []
+        self.deps: list[NodeState] | tuple[()] = ()
+        self.dependants: list[NodeState] | None = None  # made on first use: most nodes have one or none
+        self.joins: list[Join] | None = None
         self.npending = 0
         self.output: Any = UNSET
         self.error: BaseException | None = None
@@ -95,6 +95,11 @@ def post_order(states: Iterable[NodeState], within: set[NodeState]) -> list[Node
     out: list[NodeState] = []
     seen: set[NodeState] = set()
     for root in states:
+        if not root.deps:
+            if root not in seen:
+                seen.add(root)
+                out.append(root)
+            continue
         if root in seen:
             continue
         seen.add(root)
@@ -121,11 +126,12 @@ def decide(
         if is_external(node):
             st.status = COMPLETE if st.exists else MISSING
             continue
-        forced = is_forced(node) or any(d.forced for d in st.deps)
+        deps = st.deps
+        forced = is_forced(node) or (bool(deps) and any(d.forced for d in deps))
         st.forced = forced
         complete = st.exists and not forced
-        if complete and check_dependencies:
-            complete = all(d.status in OK for d in st.deps)
+        if complete and check_dependencies and deps:
+            complete = all(d.status in OK for d in deps)
         st.status = COMPLETE if complete else TODO
 
 

@@ -1,7 +1,7 @@
 """Node identity: canonical parameter bytes, digests and readable ids, identical across processes.
 
 Identity never touches storage. A node is its task name plus its parameters encoded canonically
-(msgspec JSON with deterministic key order); the digest of those bytes names its target.
+(msgspec JSON with keys and fields sorted); the digest of those bytes names its target.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot be a parameter value (not encodable)")
 
 
-_encoder = msgspec.json.Encoder(enc_hook=_enc_hook, order="deterministic")
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook, order="sorted")
 
 
 def canonical(params: dict[str, Any]) -> bytes:

@@ -95,8 +95,14 @@ class Node(HasKey):
     def _shown(self) -> list[tuple[str, str]]:
         out = []
         for k, v in self.params.items():
-            nodes = list(iter_nodes(v)) if isinstance(v, (Node, list, tuple, dict)) else None
-            out.append((k, show_value(v, nodes)))
+            t = type(v)
+            if t is str:
+                out.append((k, v))
+            elif t is int or t is bool:
+                out.append((k, repr(v)))
+            else:
+                nodes = list(iter_nodes(v)) if isinstance(v, (Node, list, tuple, dict)) else None
+                out.append((k, show_value(v, nodes)))
         return out
 
     @property

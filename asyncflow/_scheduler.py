@@ -12,8 +12,11 @@ another run is executing on the same store is awaited, not run twice.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -45,7 +48,7 @@ from ._graph import (
 from ._node import Node, iter_nodes, replace_nodes
 from ._settings import settings
 from ._store import Store, store_for_path
-from ._targets import Target, store_of, target_for
+from ._targets import Target, store_of
 from ._task import EXTERNAL
 
 _FLIGHTS: anyio.lowlevel.RunVar[dict[Any, _Flight]] = anyio.lowlevel.RunVar("asyncflow_flights")
@@ -58,7 +61,7 @@ class _Flight:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None  # made by the first waiter
         self.ok = False
         self.error: BaseException | None = None
         self.output: Any = None
@@ -71,6 +74,38 @@ def _flights() -> dict[Any, _Flight]:
         table: dict[Any, _Flight] = {}
         _FLIGHTS.set(table)
         return table
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC around a synchronous bulk build of states.
+
+    Why: allocating 100,000 states makes the collector rescan the growing heap dozens of times
+    (measured: 0.5 s against 0.18 s). No await happens inside, and it is re-enabled at once.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _is_external(node: Node) -> bool:
+    return node.task is EXTERNAL
+
+
+def _join(states: list[NodeState]) -> Join:
+    """A Join that is set once all of `states` have finished."""
+    join = Join(len(states), anyio.Event())
+    for s in states:
+        if s.joins is None:
+            s.joins = [join]
+        else:
+            s.joins.append(join)
+    return join
 
 
 class _Worker:
@@ -122,7 +157,10 @@ class Run:
         self.log_enabled_warning = settings.log_enabled(30)
         self.sleep = anyio.sleep  # replaceable: tests of retries need no wall-clock waits
         self.states: dict[Node, NodeState] = {}
+        self._stores: dict[Any, Store] = {}
+        self.flights: dict[Any, _Flight] = {}
         self.listings: dict[tuple[Any, str], set[str] | anyio.Event] = {}
+        self.listed_at: dict[tuple[Any, str], int] = {}  # the store's generation when listed
         self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
         self.dynamic: dict[Node, list[Node]] = {}
         self.failures: list[NodeState] = []
@@ -139,10 +177,13 @@ class Run:
 
     # stores and targets --------------------------------------------------------------------
     def store_of(self, node: Node) -> Store:
-        return store_of(node, self.store_url, self.storage_options)
+        store = self._stores.get(node.task)
+        if store is None:
+            store = self._stores[node.task] = store_of(node, self.store_url, self.storage_options)
+        return store
 
     def target_of(self, node: Node) -> Target | None:
-        return target_for(node, self.store_url, self.storage_options)
+        return Target(node, self.store_of(node)) if node.task.persist else None
 
     def flight_key(self, node: Node) -> Any:
         return (self.store_of(node).key, node.key)
@@ -192,7 +233,9 @@ class Run:
                 store, folder = folders[k]
                 done = self.listings[k]
                 try:
+                    generation = store.generation.get(folder, 0)
                     self.listings[k] = await store.listdir(folder)
+                    self.listed_at[k] = generation
                 except BaseException:
                     del self.listings[k]
                     raise
@@ -238,26 +281,30 @@ class Run:
         states = self.states
         stack = list(roots)
         try:
-            while stack:
-                node = stack.pop()
-                st = states.get(node)
-                if st is not None:
-                    if st.status == NEW and st.batch is not batch:
-                        waits.add(st.batch)
-                    continue
-                st = NodeState(node, batch)
-                states[node] = st
-                new.append(st)
-                if node.task is not EXTERNAL:
-                    stack.extend(node.deps)
-                if children and node in children:
-                    stack.extend(children[node])
-            for st in new:
-                st.deps = [states[d] for d in st.node.deps]
+            with _gc_paused():
+                while stack:
+                    node = stack.pop()
+                    st = states.get(node)
+                    if st is not None:
+                        if st.status == NEW and st.batch is not batch:
+                            waits.add(st.batch)
+                        continue
+                    st = NodeState(node, batch)
+                    states[node] = st
+                    new.append(st)
+                    if node.task is not EXTERNAL:
+                        stack.extend(node.deps)
+                    if children and node in children:
+                        stack.extend(children[node])
+                for st in new:
+                    deps = st.node.deps
+                    if deps:
+                        st.deps = [states[d] for d in deps]
             await self._existence(new)
             for w in waits:
                 await w.wait()
-            decide(post_order(new, set(new)), self.check_dependencies, self._is_forced, lambda n: n.task is EXTERNAL)
+            with _gc_paused():
+                decide(post_order(new, set(new)), self.check_dependencies, self._is_forced, _is_external)
         except BaseException:
             for st in new:
                 states.pop(st.node, None)
@@ -299,7 +346,10 @@ class Run:
                     continue
                 if d.status not in FINISHED:
                     st.npending += 1
-                    d.dependants.append(st)
+                    if d.dependants is None:
+                        d.dependants = [st]
+                    else:
+                        d.dependants.append(st)
             to_queue.append(st)
         for st in new:  # planned but not needed (upstream of complete nodes): forget them
             if st.status == TODO and st not in seen:
@@ -344,6 +394,19 @@ class Run:
         if limit is None:
             return None
         return self.limits[limit if isinstance(limit, str) else f"task:{st.node.task.name}"]
+
+    def listing_is_stale(self, target: Target) -> bool:
+        """Whether others in this process wrote or deleted in the folder since this run listed it."""
+        k = (target.store.key, target.folder)
+        return k in self.listed_at and target.store.generation.get(target.folder, 0) != self.listed_at[k]
+
+    def published(self, target: Target) -> None:
+        """Note this run's own write, keeping its listing current."""
+        k = (target.store.key, target.folder)
+        listing = self.listings.get(k)
+        if isinstance(listing, set):
+            listing.add(target.name)
+            self.listed_at[k] = self.listed_at.get(k, 0) + 1
 
     # the pool -------------------------------------------------------------------------------
     def _queue(self, st: NodeState) -> None:
@@ -518,16 +581,16 @@ class Run:
                         )
                     elif status == UPSTREAM_FAILED:
                         await self.emit(self.node_event(ev.TaskSkipped, s, reason="upstream failed"))
-            dependants, s.dependants = s.dependants, []
-            for d in dependants:
-                if status == DONE:
+            dependants, s.dependants = s.dependants, None
+            for d in dependants or ():
+                if status in OK:
                     d.npending -= 1
                     if d.npending == 0 and d.status == PENDING:
                         self._queue(d)
                 elif d.status not in FINISHED:
                     todo.append((d, UPSTREAM_FAILED, error))
-            joins, s.joins = s.joins, []
-            for j in joins:
+            joins, s.joins = s.joins, None
+            for j in joins or ():
                 j.remaining -= 1
                 if j.remaining == 0:
                     j.event.set()
@@ -573,9 +636,7 @@ class Run:
                     path = find_wait_cycle(parent, s)
                     if path is not None:
                         raise cycle_error(path)
-            join = Join(len(waiting), anyio.Event())
-            for s in waiting:
-                s.joins.append(join)
+            join = _join(waiting)
             if parent is not None:
                 if parent.awaiting is None:
                     parent.awaiting = set()
@@ -604,16 +665,14 @@ class Run:
     async def execute(self, roots: list[Node]) -> list[NodeState]:
         """Plan and run `roots`; returns their states (failures are recorded, not raised)."""
         self.thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
+        self.flights = _flights()
         states = await self.plan(roots)  # errors here (missing inputs, cycles) come before any body
         waiting = [s for s in states if s.status not in FINISHED]
         async with anyio.create_task_group() as tg:
             self.tg = tg
             self._dispatch()
             if waiting:
-                join = Join(len(waiting), anyio.Event())
-                for s in waiting:
-                    s.joins.append(join)
-                await join.event.wait()
+                await _join(waiting).event.wait()
             self.close()
         for s in self.states.values():
             if s.status not in FINISHED:

@@ -184,6 +184,9 @@ class Store:
         self._sync_fs: Any = None
         self._async_fs: dict[int, Any] = {}
         self._batcher = ThreadBatcher()
+        # Writes and deletes this process made, per folder: a run whose listing predates other
+        # runs' writes re-checks a target before building it.
+        self.generation: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -285,11 +288,15 @@ class Store:
                     await self._thread(_sync_write_then_move, self.sync_fs(), path, data)
         except Exception as e:
             raise StorageError(f"cannot write {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
+        folder = path.rsplit("/", 1)[0]
+        self.generation[folder] = self.generation.get(folder, 0) + 1
 
     async def delete(self, paths: list[str]) -> None:
         """Remove these files (missing ones are ignored)."""
         if not paths:
             return
+        for folder in {p.rsplit("/", 1)[0] for p in paths}:
+            self.generation[folder] = self.generation.get(folder, 0) + 1
         try:
             if self.kind == "local":
                 await self._thread(_local_delete, paths)

@@ -93,8 +93,13 @@ class Param:
         if isinstance(value, (Node, list, tuple, dict)) and has_nodes(value):
             return value  # nodes stand for outputs: their type is checked when produced
         try:
-            return msgspec.convert(value, ann, strict=strict, from_attributes=True)
-        except (msgspec.ValidationError, TypeError) as e:
+            try:
+                return msgspec.convert(value, ann, strict=strict, from_attributes=True)
+            except msgspec.ValidationError:
+                if strict or not isinstance(value, str):
+                    raise
+                return msgspec.json.decode(value, type=ann)  # lists, dicts... as JSON text
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as e:
             raise ParameterError(
                 f"task {self.owner!r}: parameter {self.name!r} expects {self.type_text}, "
                 f"got {value!r} ({type(value).__name__}): {e}",

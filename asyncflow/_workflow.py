@@ -37,7 +37,9 @@ class NodeRecord(msgspec.Struct, frozen=True):
 class RunResult:
     """The outcome of `Workflow.run()`: counts, and per node its status, duration and error."""
 
-    def __init__(self, roots: list[Node], states: list[NodeState], duration: float, peak: int) -> None:
+    def __init__(
+        self, roots: list[Node], states: list[NodeState], duration: float, peak: int, failures: list[NodeState]
+    ) -> None:
         self.roots = roots
         self._states = states
         self.duration = duration
@@ -51,7 +53,7 @@ class RunResult:
         self.failed = counts.get("failed", 0)
         self.upstream_failed = counts.get("upstream_failed", 0)
         self.cancelled = counts.get("cancelled", 0)
-        self.errors = [TaskFailed(st.node.id, st.error) for st in states if st.status == FAILED and st.error]
+        self.errors = [TaskFailed(st.node.id, st.error) for st in failures if st.error is not None]
         self.ok = self.cancelled == 0 and self.upstream_failed == 0 and not any(
             st.status == FAILED and not st.delivered for st in states
         )
@@ -254,7 +256,7 @@ class Workflow:
         t0 = time.perf_counter()
         await run.execute(roots)
         states = [st for st in run.states.values()]
-        result = RunResult(roots, states, time.perf_counter() - t0, run.peak)
+        result = RunResult(roots, states, time.perf_counter() - t0, run.peak, run.failures)
         for parent, kids in run.dynamic.items():
             known = self._children.setdefault(parent, [])
             have = set(known)
