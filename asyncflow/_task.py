@@ -12,6 +12,7 @@ import functools
 import inspect
 import itertools
 import re
+import sys
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -144,8 +145,10 @@ class Task:
         limit: str | int | None = None,
         version: str | None = None,
         executor: Any = None,
+        _localns: dict[str, Any] | None = None,
     ) -> None:
         self.fn = fn
+        self._localns = _localns  # where the task was defined: resolves string annotations of local types
         self.name = name or fn.__name__
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
         where = self.name
@@ -203,7 +206,7 @@ class Task:
         _building.append(self.name)
         try:
             try:
-                hints = typing.get_type_hints(self.fn)
+                hints = typing.get_type_hints(self.fn, localns=self._localns)
             except Exception:  # unresolvable annotations: keep them unchecked
                 hints = {}
             own = []
@@ -236,7 +239,7 @@ class Task:
             ret: Any = Any
             if self.kind != "asyncgen":
                 try:
-                    ret = typing.get_type_hints(self.fn).get("return", Any)
+                    ret = typing.get_type_hints(self.fn, localns=self._localns).get("return", Any)
                 except Exception:
                     ret = Any
                 if ret is None or ret is type(None):
@@ -386,10 +389,18 @@ def _check_executor(task: str, executor: Any, kind: str) -> Any:
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Describe a function as a task: `@af.task` or `@af.task(format=..., retries=..., ...)`."""
     if fn is None:
-        return lambda f: Task(f, **options)
+        return lambda f: Task(f, _localns=_caller_locals(), **options)
     if not callable(fn):
         raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
-    return Task(fn, **options)
+    return Task(fn, _localns=_caller_locals(), **options)
+
+
+def _caller_locals() -> dict[str, Any] | None:
+    """Locals of the scope that applies the decorator, when it is a function (not a module)."""
+    frame = sys._getframe(2)
+    if frame.f_locals is frame.f_globals:
+        return None
+    return dict(frame.f_locals)
 
 
 class ExternalTask(Task):
