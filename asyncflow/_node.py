@@ -63,7 +63,7 @@ class Node(HasKey):
     `args` are what the body receives, nodes still in place of their outputs.
     """
 
-    __slots__ = ("_deps", "_hash", "_id", "_key", "args", "params", "task")
+    __slots__ = ("_deps", "_hash", "_id", "_key", "_stem", "args", "params", "task")
 
     task: Task
     params: dict[str, Any]
@@ -77,6 +77,7 @@ class Node(HasKey):
         self._hash = hash(self._key)
         self._id: str | None = None
         self._deps: tuple[Node, ...] | None = None
+        self._stem: str | None = None
 
     # identity -----------------------------------------------------------------------------
     @property
@@ -114,7 +115,9 @@ class Node(HasKey):
 
     def file_stem(self) -> str:
         """The target's file name without extension: `{readable params}-{hash}`."""
-        return file_stem(self._shown(), self._key)
+        if self._stem is None:
+            self._stem = file_stem(self._shown(), self._key)
+        return self._stem
 
     def __repr__(self) -> str:
         return f"<Node {self.id}>"

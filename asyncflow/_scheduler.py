@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,9 +97,9 @@ def _is_external(node: Node) -> bool:
     return node.task is EXTERNAL
 
 
-def _join(states: list[NodeState]) -> Join:
-    """A Join that is set once all of `states` have finished."""
-    join = Join(len(states), anyio.Event())
+def _join(states: list[NodeState], event: anyio.Event) -> Join:
+    """A Join whose `event` is set once all of `states` have finished."""
+    join = Join(len(states), event)
     for s in states:
         if s.joins is None:
             s.joins = [join]
@@ -111,8 +111,8 @@ def _join(states: list[NodeState]) -> Join:
 class _Worker:
     __slots__ = ("event", "item")
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
         self.item: NodeState | None = None
 
 
@@ -156,6 +156,9 @@ class Run:
         self.log_enabled_info = settings.log_enabled(20)
         self.log_enabled_warning = settings.log_enabled(30)
         self.sleep = anyio.sleep  # replaceable: tests of retries need no wall-clock waits
+        # The running backend's Event class, made directly: anyio.Event() looks the backend up
+        # each time (~3 µs), and the scheduler makes one or two per node.
+        self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
         self.states: dict[Node, NodeState] = {}
         self._stores: dict[Any, Store] = {}
         self.flights: dict[Any, _Flight] = {}
@@ -172,6 +175,8 @@ class Run:
         self.free = max_concurrency
         self.idle: list[_Worker] = []
         self.slot_waiters: deque[anyio.Event] = deque()
+        self.publish_free = 2 * max_concurrency
+        self.publish_waiters: deque[anyio.Event] = deque()
         self.closing = False
         self.peak = 0
 
@@ -227,7 +232,7 @@ class Run:
         waits = [v for k in folders if isinstance(v := self.listings.get(k), anyio.Event)]
         if todo or externals:
             for k in todo:
-                self.listings[k] = anyio.Event()
+                self.listings[k] = self.new_event()
 
             async def list_one(k: tuple[Any, str]) -> None:
                 store, folder = folders[k]
@@ -275,7 +280,7 @@ class Run:
     async def survey(self, roots: list[Node], children: dict[Node, list[Node]] | None = None) -> list[NodeState]:
         """Add `roots` and their upstream (plus known dynamic `children`) as states, each marked
         COMPLETE, MISSING or TODO from one listing per task folder. Returns the new states."""
-        batch = anyio.Event()
+        batch = self.new_event()
         new: list[NodeState] = []
         waits: set[anyio.Event] = set()
         states = self.states
@@ -351,10 +356,11 @@ class Run:
                     else:
                         d.dependants.append(st)
             to_queue.append(st)
+        root_set = set(roots)
         for st in new:  # planned but not needed (upstream of complete nodes): forget them
             if st.status == TODO and st not in seen:
                 del self.states[st.node]
-            elif st.status == COMPLETE and st not in seen and st not in roots:
+            elif st.status == COMPLETE and st not in seen and st not in root_set:
                 del self.states[st.node]
         if missing:
             for st in to_queue:
@@ -492,9 +498,9 @@ class Run:
                 if self.closing:
                     return
                 if me is None:
-                    me = _Worker()
+                    me = _Worker(self.new_event())
                 else:
-                    me.event = anyio.Event()
+                    me.event = self.new_event()
                     me.item = None
                 self.idle.append(me)
                 try:
@@ -514,6 +520,34 @@ class Run:
         for w in idle:
             w.event.set()
 
+    async def begin_publish(self, st: NodeState) -> None:
+        """The body is done and its output goes to storage: trade the body slot for a publish token.
+
+        Why: writes then overlap with the next bodies instead of idling the pool, while the
+        number of writes in flight (and of outputs held for them) stays bounded too.
+        """
+        if self.publish_free > 0:
+            self.publish_free -= 1
+        else:
+            token = self.new_event()
+            self.publish_waiters.append(token)
+            try:
+                await token.wait()
+            except BaseException:
+                if token.is_set():
+                    self.end_publish()
+                else:
+                    self.publish_waiters.remove(token)
+                raise
+        self._release(st)
+        self._dispatch()
+
+    def end_publish(self) -> None:
+        if self.publish_waiters:
+            self.publish_waiters.popleft().set()  # hand the token over
+        else:
+            self.publish_free += 1
+
     async def park(self, st: NodeState) -> None:
         """A body starts waiting on other nodes: give its slot (and pool token) back."""
         st.parked += 1
@@ -529,7 +563,7 @@ class Run:
         if self.free > 0 and not self.slot_waiters:
             self.free -= 1
         else:
-            slot = anyio.Event()
+            slot = self.new_event()
             self.slot_waiters.append(slot)
             try:
                 await slot.wait()
@@ -547,7 +581,7 @@ class Run:
             if lim.free > 0:
                 lim.free -= 1
             else:
-                token = anyio.Event()
+                token = self.new_event()
                 lim.waiting.append(token)
                 await token.wait()
             st.holds_limit = True
@@ -636,7 +670,7 @@ class Run:
                     path = find_wait_cycle(parent, s)
                     if path is not None:
                         raise cycle_error(path)
-            join = _join(waiting)
+            join = _join(waiting, self.new_event())
             if parent is not None:
                 if parent.awaiting is None:
                     parent.awaiting = set()
@@ -672,7 +706,7 @@ class Run:
             self.tg = tg
             self._dispatch()
             if waiting:
-                await _join(waiting).event.wait()
+                await _join(waiting, self.new_event()).event.wait()
             self.close()
         for s in self.states.values():
             if s.status not in FINISHED:
