@@ -29,6 +29,8 @@ _LOG_NODE_ID: ContextVar[Any] = structlog.contextvars._CONTEXT_VARS.setdefault(
     "structlog_node_id", ContextVar("structlog_node_id", default=Ellipsis)
 )
 
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
 _NOT_RETRIED = (CycleError, MissingInputError, ParameterError, SerializationError)
 
 
@@ -38,25 +40,10 @@ async def execute(run: Run, st: NodeState) -> None:
 
     node = st.node
     flights = run.flights
-    key = run.flight_key(node)
+    key = (run.store_of(node).key, node.key)
     other = flights.get(key)
-    while other is not None:
-        # Another run of this loop executes the same node on the same store: share its result.
-        if other.done is None:
-            other.done = run.new_event()
-        await run.park(st)
-        try:
-            await other.done.wait()
-        finally:
-            await run.unpark(st)
-        if other.ok:
-            st.output = other.output
-            await run.finish(st, DONE)
-            return
-        if other.error is not None:
-            await run.finish(st, FAILED, other.error)
-            return
-        other = flights.get(key)  # its run was cancelled: take over
+    if other is not None and await _share(run, st, key, other):
+        return
     flight = flights[key] = _Flight(run)
     try:
         await _execute(run, st)
@@ -71,13 +58,36 @@ async def execute(run: Run, st: NodeState) -> None:
             flight.done.set()
 
 
+async def _share(run: Run, st: NodeState, key: Any, other: Any) -> bool:
+    """Another run of this loop executes the same node on the same store: wait and share its
+    result. False when that run was cancelled and nobody else took over: run it here."""
+    while other is not None:
+        if other.done is None:
+            other.done = run.new_event()
+        await run.park(st)
+        try:
+            await other.done.wait()
+        finally:
+            await run.unpark(st)
+        if other.ok:
+            st.output = other.output
+            await run.finish(st, DONE)
+            return True
+        if other.error is not None:
+            await run.finish(st, FAILED, other.error)
+            return True
+        other = run.flights.get(key)
+    return False
+
+
 async def _execute(run: Run, st: NodeState) -> None:
     node = st.node
+    task = node.task
     st.status = RUNNING
     st.started = time.time()
     t0 = time.perf_counter()
     try:
-        target = run.target_of(node)
+        target = run.target_of(node) if task.persist else None
         if target is not None and not st.forced and run.listing_is_stale(target) and await target.exists():
             # Another run of this process built it after this run listed the folder.
             st.output = await target.load()
@@ -89,9 +99,13 @@ async def _execute(run: Run, st: NodeState) -> None:
             outputs = {d.node: d.output for d in deps}
             kwargs = {k: replace_nodes(v, outputs.__getitem__) for k, v in node.args.items()}
         else:
-            kwargs = dict(node.args)
-        value = await _call_with_retries(run, st, kwargs)
-        if has_nodes(value):
+            kwargs = node.args
+        if task.retries or task.timeout is not None or run.on_event is not None:
+            value = await _call_with_retries(run, st, kwargs)
+        else:
+            st.attempts = 1
+            value = await _call(run, st, kwargs)
+        if type(value) not in _PLAIN and has_nodes(value):
             value = await run.resolve(value, st)  # Flyte-style: returned nodes run, outputs take their place
         if target is not None:
             data = target.encode(value)
@@ -113,7 +127,7 @@ async def _execute(run: Run, st: NodeState) -> None:
         await run.emit(run.node_event(ev.TaskSucceeded, st, duration=st.duration))
     if run.log_enabled_info:
         log.info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
-    await run.finish(st, DONE)
+    run.settle(st, DONE)
 
 
 async def _call_with_retries(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:

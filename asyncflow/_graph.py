@@ -123,6 +123,9 @@ def decide(
     """Mark each state COMPLETE, MISSING or TODO from its `exists` fact; upstream first."""
     for st in order:
         node = st.node
+        if not st.exists and not st.deps:
+            st.status = MISSING if is_external(node) else TODO  # nothing to decide: it must run
+            continue
         if is_external(node):
             st.status = COMPLETE if st.exists else MISSING
             continue

@@ -110,6 +110,16 @@ class Node(HasKey):
     def id(self) -> str:
         """`name[k=v, ...]` over all parameters, sorted; readable and stable across processes."""
         if self._id is None:
+            params = self.params
+            if len(params) == 1:
+                ((k, v),) = params.items()
+                t = type(v)
+                if t is int or t is bool:
+                    self._id = f"{self.task.name}[{k}={v!r}]"
+                    return self._id
+                if t is str:
+                    self._id = f"{self.task.name}[{k}={v}]"
+                    return self._id
             self._id = node_id(self.task.name, self._shown())
         return self._id
 

@@ -23,7 +23,7 @@ import anyio
 import anyio.lowlevel
 
 from . import events as ev
-from ._errors import CycleError, MissingInputError, ParameterError, TaskFailed
+from ._errors import CycleError, MissingInputError, ParameterError, TaskFailed, describe, root_cause
 from ._graph import (
     CANCELLED,
     COMPLETE,
@@ -91,6 +91,9 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+_NO_EVENTS: list[Any] = []
 
 
 def _is_external(node: Node) -> bool:
@@ -215,19 +218,24 @@ class Run:
         """Fill `exists` for new states: one listing per task folder, a check per external."""
         folders: dict[tuple[Any, str], tuple[Store, str]] = {}
         externals: list[NodeState] = []
-        targets: list[tuple[NodeState, Target]] = []
+        by_task: dict[Any, list[NodeState]] = {}
         for st in new:
-            node = st.node
-            if node.task is EXTERNAL:
+            task = st.node.task
+            if task is EXTERNAL:
                 externals.append(st)
-                continue
-            t = self.target_of(node)
-            if t is None:
-                continue
-            targets.append((st, t))
-            k = (t.store.key, t.folder)
-            if k not in folders:
-                folders[k] = (t.store, t.folder)
+            elif task.persist:
+                group = by_task.get(task)
+                if group is None:
+                    by_task[task] = [st]
+                else:
+                    group.append(st)
+        groups = []
+        for task, sts in by_task.items():
+            store = self.store_of(sts[0].node)
+            folder = store.join(task.name)
+            k = (store.key, folder)
+            folders[k] = (store, folder)
+            groups.append((k, "." + task.format.ext, sts))
         todo = [k for k in folders if k not in self.listings]
         waits = [v for k in folders if isinstance(v := self.listings.get(k), anyio.Event)]
         if todo or externals:
@@ -268,9 +276,11 @@ class Run:
                         tg.start_soon(check_external, st)
         for w in waits:
             await w.wait()
-        for st, t in targets:
-            listing = self.listings.get((t.store.key, t.folder))
-            st.exists = isinstance(listing, set) and t.name in listing
+        for k, ext, sts in groups:
+            listing = self.listings.get(k)
+            if isinstance(listing, set) and listing:
+                for st in sts:
+                    st.exists = st.node.file_stem() + ext in listing
 
     async def plan(self, roots: list[Node]) -> list[NodeState]:
         """Bring `roots` and their static upstream into the run; queue what must run."""
@@ -325,11 +335,12 @@ class Run:
         to_queue: list[NodeState] = []
         skipped: list[NodeState] = []
         seen: set[NodeState] = set()
+        fresh = set(new)
         stack = [st for st in roots if st.status == TODO]
         for st in roots:
             if st.status == MISSING:
                 missing.append(st)
-            elif st.status == COMPLETE and st in new:
+            elif st.status == COMPLETE and st in fresh:
                 skipped.append(st)
         seen.update(stack)
         while stack:
@@ -345,7 +356,7 @@ class Run:
                     needed_by.append(st.node.id)
                     continue
                 elif d.status == COMPLETE:
-                    if d in new and d not in seen:
+                    if d in fresh and d not in seen:
                         seen.add(d)
                         skipped.append(d)
                     continue
@@ -368,16 +379,22 @@ class Run:
             for st in missing:
                 self.states.pop(st.node, None)
             raise MissingInputError(sorted({str(st.node.params["url"]) for st in missing}), sorted(set(needed_by)))
+        checked: set[Any] = set()
         for st in to_queue:
-            self._check_limit(st)
+            task = st.node.task
+            if task.limit is not None and task not in checked:
+                checked.add(task)
+                self._check_limit(st)
         if self.on_event is not None:
             for st in skipped:
                 await self.emit(self.node_event(ev.TaskSkipped, st, reason="complete"))
         for st in to_queue:
-            failed = next((d for d in st.deps if d.status in (FAILED, UPSTREAM_FAILED, CANCELLED)), None)
-            if failed is not None:
-                await self.finish(st, UPSTREAM_FAILED, failed.error)
-            elif st.npending == 0 and st.status == PENDING:
+            if st.deps:
+                failed = next((d for d in st.deps if d.status in (FAILED, UPSTREAM_FAILED, CANCELLED)), None)
+                if failed is not None:
+                    await self.finish(st, UPSTREAM_FAILED, failed.error)
+                    continue
+            if st.npending == 0 and st.status == PENDING:
                 self._queue(st)
         return roots
 
@@ -588,41 +605,36 @@ class Run:
 
     # finishing ------------------------------------------------------------------------------
     async def finish(self, st: NodeState, status: str, error: BaseException | None = None) -> None:
-        """Record the end of a node and release what waited for it."""
+        """Record the end of a node, release what waited for it, and emit the events."""
+        for event in self.settle(st, status, error):
+            await self.emit(event)
+
+    def settle(self, st: NodeState, status: str, error: BaseException | None = None) -> list[Any]:
+        """`finish` without emitting: returns the events to emit (none without `on_event`)."""
+        if status == DONE and st.status not in FINISHED and st.dependants is None and st.joins is None:
+            st.status = DONE  # the common leaf case, nothing waits on it by name
+            return _NO_EVENTS
+        out: list[Any] = []
         todo = [(st, status, error)]
         while todo:
-            s, status, error = todo.pop()
+            s, s_status, s_error = todo.pop()
             if s.status in FINISHED:
                 continue
-            s.status = status
-            s.error = error
-            if status != DONE:
-                if status == FAILED:
+            s.status = s_status
+            s.error = s_error
+            if s_status != DONE:
+                if s_status == FAILED:
                     self.failures.append(s)
                 if self.on_event is not None:
-                    if status == FAILED:
-                        from ._errors import describe, root_cause
-
-                        cause = root_cause(error) if error else None
-                        await self.emit(
-                            self.node_event(
-                                ev.TaskFailed,
-                                s,
-                                error=describe(error) if error else "",
-                                error_type=type(cause).__name__,
-                                duration=s.duration,
-                            )
-                        )
-                    elif status == UPSTREAM_FAILED:
-                        await self.emit(self.node_event(ev.TaskSkipped, s, reason="upstream failed"))
+                    out.append(self._end_event(s, s_status, s_error))
             dependants, s.dependants = s.dependants, None
             for d in dependants or ():
-                if status in OK:
+                if s_status in OK:
                     d.npending -= 1
                     if d.npending == 0 and d.status == PENDING:
                         self._queue(d)
                 elif d.status not in FINISHED:
-                    todo.append((d, UPSTREAM_FAILED, error))
+                    todo.append((d, UPSTREAM_FAILED, s_error))
             joins, s.joins = s.joins, None
             for j in joins or ():
                 j.remaining -= 1
@@ -630,6 +642,21 @@ class Run:
                     j.event.set()
         if status == FAILED and self.fail_fast and self.tg is not None:
             self.tg.cancel_scope.cancel()
+        return out
+
+    def _end_event(self, s: NodeState, status: str, error: BaseException | None) -> Any:
+        if status == FAILED:
+            cause = root_cause(error) if error else None
+            return self.node_event(
+                ev.TaskFailed,
+                s,
+                error=describe(error) if error else "",
+                error_type=type(cause).__name__,
+                duration=s.duration,
+            )
+        if status == UPSTREAM_FAILED:
+            return self.node_event(ev.TaskSkipped, s, reason="upstream failed")
+        return self.node_event(ev.TaskSkipped, s, reason=status)
 
     # outputs --------------------------------------------------------------------------------
     async def output_of(self, st: NodeState) -> Any:

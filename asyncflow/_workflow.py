@@ -181,6 +181,8 @@ class Workflow:
         if isinstance(what, Task):
             return [self._bind_task(what)]
         if isinstance(what, (list, tuple)):
+            if all(type(item) is Node for item in what):
+                return list(what)
             return [n for item in what for n in self._bind(item)]
         raise ParameterError(f"a workflow takes a task, a node or a list of them, got {what!r}")
 
@@ -287,7 +289,6 @@ class Workflow:
                 if st.status not in OK
             ]
             raise FlowFailed(result, errors)
-        run.result_states = {n: run.states[n] for n in roots}  # type: ignore[attr-defined]
         return result, run
 
     async def reset(self, what: Any = None) -> list[str]:
