@@ -13,27 +13,59 @@ Layers (a module imports only from layers below it; see README "Design"):
 from . import events as events
 from ._errors import (
     AsyncflowError as AsyncflowError,
+)
+from ._errors import (
     CycleError as CycleError,
+)
+from ._errors import (
     FlowFailed as FlowFailed,
+)
+from ._errors import (
     MissingInputError as MissingInputError,
+)
+from ._errors import (
     ParameterError as ParameterError,
+)
+from ._errors import (
     SerializationError as SerializationError,
+)
+from ._errors import (
     StorageError as StorageError,
+)
+from ._errors import (
     TargetError as TargetError,
+)
+from ._errors import (
     TaskFailed as TaskFailed,
 )
 from ._formats import Format as Format
-from ._node import Node as Node, gather as gather
+from ._node import Node as Node
+from ._node import gather as gather
 from ._settings import settings as settings
 from ._targets import Target as Target
-from ._task import Task as Task, depends as depends, external as external, task as task
+from ._task import Task as Task
+from ._task import depends as depends
+from ._task import external as external
+from ._task import task as task
 from ._workflow import (
     DAG as DAG,
+)
+from ._workflow import (
     NodeRecord as NodeRecord,
+)
+from ._workflow import (
     Preview as Preview,
+)
+from ._workflow import (
     RunResult as RunResult,
+)
+from ._workflow import (
     Workflow as Workflow,
+)
+from ._workflow import (
     WorkflowMulti as WorkflowMulti,
+)
+from ._workflow import (
     run as run,
 )
 

@@ -27,9 +27,7 @@ class AsyncflowError(Exception):
 class ParameterError(AsyncflowError, TypeError):
     """A task was bound with an unknown, missing or mistyped parameter, or declared badly."""
 
-    def __init__(
-        self, message: str, *, task: str | None = None, param: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, task: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.task = task
         self.param = param

@@ -234,4 +234,3 @@ def _run_in_process(module: str, qualname: str, name: str, kwargs: dict[str, Any
         obj = getattr(obj, part)
     fn = getattr(obj, "fn", obj)
     return fn(**kwargs)
-

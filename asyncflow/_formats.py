@@ -96,7 +96,7 @@ class PickleFormat:
             raise TypeError(str(e)) from e
 
     def loads(self, data: bytes, type: Any) -> Any:
-        return pickle.loads(data)  # noqa: S301 - the store is the user's own
+        return pickle.loads(data)
 
 
 class TextFormat:

@@ -7,10 +7,12 @@ acts on what it decides (pytask's scheduler shape).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import CycleError
-from ._node import Node
+
+if TYPE_CHECKING:
+    from ._node import Node
 
 # states of a node inside one run
 NEW = "new"  # being planned
@@ -118,7 +120,10 @@ def post_order(states: Iterable[NodeState], within: set[NodeState]) -> list[Node
 
 
 def decide(
-    order: list[NodeState], check_dependencies: bool, is_forced: Callable[[Node], bool], is_external: Callable[[Node], bool]
+    order: list[NodeState],
+    check_dependencies: bool,
+    is_forced: Callable[[Node], bool],
+    is_external: Callable[[Node], bool],
 ) -> None:
     """Mark each state COMPLETE, MISSING or TODO from its `exists` fact; upstream first."""
     for st in order:

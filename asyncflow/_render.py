@@ -60,7 +60,11 @@ def summary(result: Any) -> str:
     block("upstream_failed", "not run because an upstream task failed")
     block("cancelled", "cancelled")
     if result.ok:
-        out.append("This run succeeded :)" if not failed else "This run succeeded; failures above were handled by their callers")
+        out.append(
+            "This run succeeded :)"
+            if not failed
+            else "This run succeeded; failures above were handled by their callers"
+        )
     else:
         out.append(f"This run failed :( {len(failed)} task{'s' if len(failed) != 1 else ''} failed")
     out.append("=" * len(head))

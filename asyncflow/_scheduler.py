@@ -203,9 +203,9 @@ class Run:
             await result
 
     def node_event(self, cls: Any, st: NodeState, **fields: Any) -> Any:
-        from ._identity import _enc_hook
-
         import msgspec
+
+        from ._identity import _enc_hook
 
         params = msgspec.to_builtins(st.node.params, enc_hook=_enc_hook)
         return cls(node_id=st.node.id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
@@ -369,9 +369,7 @@ class Run:
             to_queue.append(st)
         root_set = set(roots)
         for st in new:  # planned but not needed (upstream of complete nodes): forget them
-            if st.status == TODO and st not in seen:
-                del self.states[st.node]
-            elif st.status == COMPLETE and st not in seen and st not in root_set:
+            if st not in seen and (st.status == TODO or (st.status == COMPLETE and st not in root_set)):
                 del self.states[st.node]
         if missing:
             for st in to_queue:
@@ -739,4 +737,3 @@ class Run:
             if s.status not in FINISHED:
                 s.status = CANCELLED
         return states
-

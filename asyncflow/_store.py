@@ -369,7 +369,10 @@ _STORES: dict[tuple[str, str], Store] = {}
 
 def get_store(url: str, storage_options: dict[str, Any] | None = None) -> Store:
     """The shared `Store` for a URL and options (one per location per process)."""
-    k = (os.path.abspath(url) if "://" not in url else url, msgspec.json.encode(storage_options or {}, order="deterministic").decode())
+    k = (
+        os.path.abspath(url) if "://" not in url else url,
+        msgspec.json.encode(storage_options or {}, order="deterministic").decode(),
+    )
     store = _STORES.get(k)
     if store is None:
         store = _STORES[k] = Store(url, storage_options)

@@ -97,7 +97,9 @@ def store_of(node: Node, url: str | None, storage_options: dict[str, Any] | None
     task = node.task
     if task.store is not None:
         return get_store(task.store, task.storage_options or storage_options or settings.storage_options)
-    return get_store(url or settings.store, storage_options if storage_options is not None else settings.storage_options)
+    return get_store(
+        url or settings.store, storage_options if storage_options is not None else settings.storage_options
+    )
 
 
 def target_for(node: Node, url: str | None, storage_options: dict[str, Any] | None) -> Target | None:

@@ -161,9 +161,7 @@ class Task:
         elif inspect.iscoroutinefunction(fn):
             self.kind = "async"
         elif inspect.isgeneratorfunction(fn):
-            raise ParameterError(
-                f"task {where!r} is a plain generator; make it `async def` to yield nodes", task=where
-            )
+            raise ParameterError(f"task {where!r} is a plain generator; make it `async def` to yield nodes", task=where)
         elif callable(fn):
             self.kind = "sync"
         else:
@@ -224,7 +222,8 @@ class Task:
                     if unknown:
                         raise ParameterError(
                             f"task {self.name!r}: af.depends({up.name}) fixes unknown parameter(s) "
-                            f"{', '.join(sorted(unknown))}; {up.name} accepts {', '.join(sorted(up.spec.accepts)) or 'none'}",
+                            f"{', '.join(sorted(unknown))}; {up.name} accepts "
+                            f"{', '.join(sorted(up.spec.accepts)) or 'none'}",
                             task=self.name,
                             param=p.name,
                         )
@@ -260,7 +259,7 @@ class Task:
                     f"task {self.name!r} takes {len(spec.own)} parameter(s), {len(args)} given positionally",
                     task=self.name,
                 )
-            for p, v in zip(spec.own, args):
+            for p, v in zip(spec.own, args, strict=False):
                 if p.name in kwargs:
                     raise ParameterError(
                         f"task {self.name!r}: parameter {p.name!r} given twice", task=self.name, param=p.name
@@ -339,7 +338,7 @@ class Task:
     def product(self, **dimensions: list[Any]) -> list[Node]:
         """Nodes over the cartesian product of the given value lists (pytask's flattened loops)."""
         names = list(dimensions)
-        return [self(**dict(zip(names, combo))) for combo in itertools.product(*dimensions.values())]
+        return [self(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*dimensions.values())]
 
     @property
     def params(self) -> dict[str, Param]:

@@ -10,7 +10,7 @@ import anyio
 import msgspec
 import sniffio
 
-from ._errors import FlowFailed, ParameterError, TaskFailed, TargetError
+from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
 from ._graph import COMPLETE, DONE, FAILED, MISSING, OK, UNSET, UPSTREAM_FAILED, NodeState
 from ._node import Node, iter_nodes, replace_nodes
 from ._render import dot, mermaid, summary, tree
@@ -54,8 +54,10 @@ class RunResult:
         self.upstream_failed = counts.get("upstream_failed", 0)
         self.cancelled = counts.get("cancelled", 0)
         self.errors = [TaskFailed(st.node.id, st.error) for st in failures if st.error is not None]
-        self.ok = self.cancelled == 0 and self.upstream_failed == 0 and not any(
-            st.status == FAILED and not st.delivered for st in states
+        self.ok = (
+            self.cancelled == 0
+            and self.upstream_failed == 0
+            and not any(st.status == FAILED and not st.delivered for st in states)
         )
         self._records: dict[str, NodeRecord] | None = None
 
@@ -239,14 +241,10 @@ class Workflow:
         roots = self._nodes(what)
         run = self._run_obj(options)
         await run.survey(roots, self._children)
-        status = {
-            st.node: _PREVIEW.get(st.status, "PENDING") for st in run.states.values()
-        }
+        status = {st.node: _PREVIEW.get(st.status, "PENDING") for st in run.states.values()}
         return Preview(roots, status, self._children)
 
-    async def run(
-        self, what: Any = None, *, force: Any = None, force_all: bool = False, **options: Any
-    ) -> RunResult:
+    async def run(self, what: Any = None, *, force: Any = None, force_all: bool = False, **options: Any) -> RunResult:
         """Run what is not complete (and its upstream); raise `FlowFailed` if anything failed."""
         result, _ = await self._execute(self._nodes(what), force, force_all, options)
         return result
@@ -313,9 +311,7 @@ class Workflow:
         """A node's (or a task's single node's) target under this workflow's store."""
         nodes = self._nodes(what)
         if len(nodes) != 1:
-            raise ParameterError(
-                f"{len(nodes)} nodes match {what!r}; pass one node, e.g. flow.target(task(**params))"
-            )
+            raise ParameterError(f"{len(nodes)} nodes match {what!r}; pass one node, e.g. flow.target(task(**params))")
         return target_for(nodes[0], self.option("store"), self.option("storage_options"))
 
     async def _read(self, node: Node) -> Any:
@@ -467,5 +463,3 @@ def run(what: Any, **options: Any) -> Any:
         return outs[0] if single else outs
 
     return anyio.run(main)
-
-

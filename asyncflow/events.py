@@ -7,7 +7,7 @@ is the tag that tells them apart once encoded (decode with `msgspec.json.decode(
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -74,4 +74,4 @@ class FlowFinished(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     ok: bool
 
 
-Event = Union[TaskStarted, TaskSucceeded, TaskSkipped, TaskFailed, TaskRetrying, FlowFinished]
+Event = TaskStarted | TaskSucceeded | TaskSkipped | TaskFailed | TaskRetrying | FlowFinished

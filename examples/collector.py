@@ -1,6 +1,6 @@
 """d6tflow's collector (`TaskAggregator`): a task that yields other tasks, with inherited parameters.
 
-    python examples/collector.py
+python examples/collector.py
 """
 
 from __future__ import annotations

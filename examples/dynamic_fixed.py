@@ -1,6 +1,6 @@
 """d6tflow "Fixed Dynamic": requirements built from a fixed list of parameters, or from a glob of files.
 
-    python examples/dynamic_fixed.py
+python examples/dynamic_fixed.py
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ async def task_yield_fixed(inputs: dict) -> list[dict]:
 
 
 @af.task
-async def read_csv(path: str) -> list[dict]:
+def read_csv(path: str) -> list[dict]:
+    """A plain function: blocking file I/O runs in a worker thread, never on the event loop."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -41,16 +42,21 @@ async def main() -> None:
     await af.Workflow(fixed).run()
     print("fixed:", await af.Workflow(fixed).output())
 
+    files = concat(tables={p: read_csv(path=p) for p in sorted(glob.glob("csv-inputs/*.csv"))})
+    await af.Workflow(files).run()
+    print("rows in all csv files:", await af.Workflow(files).output())
+
+
+def make_csv_files() -> None:
+    """Something else produces these files: a glob decides how many inputs the flow has."""
     os.makedirs("csv-inputs", exist_ok=True)
     for name, n in (("one", 2), ("two", 3)):
         with open(f"csv-inputs/{name}.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["x"])
             w.writerows([[i] for i in range(n)])
-    files = concat(tables={p: read_csv(path=p) for p in sorted(glob.glob("csv-inputs/*.csv"))})
-    await af.Workflow(files).run()
-    print("rows in all csv files:", await af.Workflow(files).output())
 
 
 if __name__ == "__main__":
+    make_csv_files()
     asyncio.run(main())

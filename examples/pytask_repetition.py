@@ -1,6 +1,6 @@
 """pytask's "Scaling tasks": repeat tasks over dimensions without nested loops, with readable ids.
 
-    python examples/pytask_repetition.py
+python examples/pytask_repetition.py
 """
 
 from __future__ import annotations

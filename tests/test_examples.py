@@ -19,13 +19,21 @@ EXPECTED = {
         "{'flow1': {'n': 10, 'total': 45, 'mean': 4.5}, 'flow2': {'n': 10, 'total': 90, 'mean': 9.0}}",
         "FlowFailed: evaluate[do_preprocess=True, n=10] failed: ZeroDivisionError: division by zero",
     ],
-    "dynamic_fixed.py": ["fixed: [{'param': 'a', 'rows': 1}, {'param': 'b', 'rows': 1}, {'param': 'c', 'rows': 1}]",
-                         "rows in all csv files: 5"],
-    "collector.py": ["train_all_models: [{'model': 1, 'score': 3.0}, {'model': 2, 'score': 1.5}]",
-                     "   ├─ train_model1[alpha=0.5, n=4] COMPLETE", "task_aggregator: [[10, 20]]"],
+    "dynamic_fixed.py": [
+        "fixed: [{'param': 'a', 'rows': 1}, {'param': 'b', 'rows': 1}, {'param': 'c', 'rows': 1}]",
+        "rows in all csv files: 5",
+    ],
+    "collector.py": [
+        "train_all_models: [{'model': 1, 'score': 3.0}, {'model': 2, 'score': 1.5}]",
+        "   ├─ train_model1[alpha=0.5, n=4] COMPLETE",
+        "task_aggregator: [[10, 20]]",
+    ],
     "fully_dynamic.py": ["'task_b[param=1]': {'param': 1, 'train': 100, 'more': [200, 300]}"],
-    "flyte_dynamic.py": ["generate_others: [0, 1, 4, 9, 16]", "generate_returned: {'squares': [0, 1, 4], 'count': 3}",
-                         "tree_sum: 64"],
+    "flyte_dynamic.py": [
+        "generate_others: [0, 1, 4, 9, 16]",
+        "generate_returned: {'squares': [0, 1, 4], 'count': 3}",
+        "tree_sum: 64",
+    ],
     "gluepy_dag.py": ["└─ output_format_task[days=7] PENDING", "ran=4", "forecast,10.857"],
     "pytask_repetition.py": ["12 fits, e.g. fit_model[data=data_0, model=ols, n=50]", "ran=16"],
 }

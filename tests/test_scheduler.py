@@ -253,7 +253,7 @@ async def test_timeout_per_try_for_async_bodies(store) -> None:
     assert len(tries) == 2
     assert isinstance(e.value.__cause__, TimeoutError)
     assert "timed out after 0.05s" in str(e.value)
-    assert not (await af.Workflow(sleepy(), store=store).preview())["sleepy"] == "COMPLETE"
+    assert (await af.Workflow(sleepy(), store=store).preview())["sleepy"] != "COMPLETE"
 
 
 async def test_timeout_of_a_thread_body_returns_at_the_deadline_and_publishes_nothing(store) -> None:

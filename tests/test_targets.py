@@ -84,7 +84,9 @@ async def test_formats_round_trip_to_the_return_annotation(any_store, fmt: str, 
     await flow.run()
     flow2 = af.Workflow(produce(), store=any_store)  # a fresh workflow reads the target
     assert await flow2.output() == value
-    assert flow.target().name.endswith("." + {"json": "json", "msgpack": "msgpack", "pickle": "pkl", "text": "txt", "bytes": "bin"}[fmt])
+    assert flow.target().name.endswith(
+        "." + {"json": "json", "msgpack": "msgpack", "pickle": "pkl", "text": "txt", "bytes": "bin"}[fmt]
+    )
 
 
 async def test_custom_format(any_store) -> None:
@@ -199,7 +201,7 @@ class CountingFS(MemoryFileSystem):
 
     protocol = "countingfs"
     root_marker = "/"
-    calls: list[str] = []  # noqa: RUF012
+    calls: list[str] = []
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
         CountingFS.calls.append("ls")
