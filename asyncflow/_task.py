@@ -21,6 +21,7 @@ import msgspec
 
 from ._errors import CycleError, ParameterError
 from ._formats import Format, get_format
+from ._identity import canonical
 from ._node import Node, has_nodes
 
 _MISSING: Any = inspect.Parameter.empty
@@ -278,7 +279,7 @@ class Task:
                     params[p.name] = v if type(v) is p.annotation else p.convert(v, strict)
             if kwargs:
                 raise self._unknown(kwargs)
-            return Node(self, params, params)
+            return self._node(params, params)
         body: dict[str, Any] = {}
         for p in spec.own:
             v = kwargs.pop(p.name, _MISSING)
@@ -316,7 +317,23 @@ class Task:
                 body[p.name] = node
                 if p.name in body and p.default is not dep:
                     params[p.name] = node  # an explicit override is part of the identity
-        return Node(self, params, {p.name: body[p.name] for p in spec.own})
+        return self._node(params, {p.name: body[p.name] for p in spec.own})
+
+    def _node(self, params: dict[str, Any], args: dict[str, Any]) -> Node:
+        try:
+            return Node(self, params, args)
+        except TypeError:
+            for name, value in params.items():  # find the culprit for the message
+                try:
+                    canonical({name: value})
+                except TypeError as e:
+                    raise ParameterError(
+                        f"task {self.name!r}: parameter {name!r} = {value!r} cannot be part of a node's identity "
+                        f"({e}); pass plain data (numbers, strings, lists, dicts, dates, dataclasses...)",
+                        task=self.name,
+                        param=name,
+                    ) from None
+            raise
 
     def _missing(self, p: Param) -> ParameterError:
         return ParameterError(

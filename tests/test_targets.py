@@ -19,6 +19,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 import asyncflow as af
 
+from .conftest import raw_exists, raw_read, raw_write
+
 pytestmark = pytest.mark.anyio
 
 
@@ -46,8 +48,7 @@ async def test_target_path_layout(any_store) -> None:
     assert len(target.name.split("-")[-1]) == len("0123456789abcdef.json")
     assert target.path.rstrip("/").endswith(f"/points/{target.name}")
     await flow.run()
-    fs, path = fsspec.core.url_to_fs(target.path)
-    assert msgspec.json.decode(fs.cat_file(path)) == [0, 1, 2]
+    assert msgspec.json.decode(await raw_read(target.path)) == [0, 1, 2]
 
 
 async def test_node_target_uses_settings_store_and_task_store(tmp_path) -> None:
@@ -160,8 +161,7 @@ async def test_corrupt_target_raises_target_error_with_path_and_format(any_store
     flow = af.Workflow(total(), store=any_store)
     await flow.run(numbers())
     target = flow.target(numbers())
-    fs, path = fsspec.core.url_to_fs(target.path)
-    fs.pipe_file(path, b"\x00garbage{")
+    await raw_write(target.path, b"\x00garbage{")
     with pytest.raises(af.TargetError) as e:
         await flow.output(numbers())
     assert e.value.path == target.path
@@ -239,8 +239,7 @@ async def test_failing_body_leaves_no_target(any_store) -> None:
     flow = af.Workflow(fails(), store=any_store)
     with pytest.raises(af.FlowFailed):
         await flow.run()
-    fs, path = fsspec.core.url_to_fs(flow.target().path)
-    assert not fs.exists(path)
+    assert not await raw_exists(flow.target().path)
 
 
 def test_killed_process_mid_write_leaves_no_complete_looking_target(tmp_path) -> None:

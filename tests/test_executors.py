@@ -1,0 +1,42 @@
+"""Plain functions in worker processes (`executor="process"`)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+
+import asyncflow as af
+
+pytestmark = pytest.mark.anyio
+
+
+@af.task(executor="process")
+def pid_and_square(x: int) -> list[int]:
+    return [os.getpid(), x * x]
+
+
+async def test_process_executor_runs_the_body_in_another_process(store) -> None:
+    flow = af.Workflow([pid_and_square(x=3)], store=store)
+    await flow.run()
+    pid, sq = await flow.output()
+    assert sq == 9
+    assert pid != os.getpid()
+
+
+async def test_process_executor_rejects_unpicklable_arguments(store) -> None:
+    @af.task(persist=False)
+    async def make_lock() -> Any:
+        return threading.Lock()
+
+    @af.task(executor="process")
+    def use(lock: Any = af.depends(make_lock)) -> int:
+        return 1
+
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(use(), store=store).run()
+    cause = e.value.__cause__
+    assert isinstance(cause, af.ParameterError)
+    assert "'use' runs in a process, but its arguments cannot be pickled" in str(cause)
