@@ -102,6 +102,10 @@ async def _execute(run: Run, st: NodeState) -> None:
             kwargs = node.args
         if task.retries or task.timeout is not None or run.on_event is not None:
             value = await _call_with_retries(run, st, kwargs)
+        elif task.kind == "async":  # the hot path: one try of a coroutine, nothing to report
+            st.attempts = 1
+            _enter(run, st)
+            value = await task.fn(**kwargs)
         else:
             st.attempts = 1
             value = await _call(run, st, kwargs)
@@ -158,30 +162,35 @@ async def _call_with_retries(run: Run, st: NodeState, kwargs: dict[str, Any]) ->
             delay *= 2
 
 
+def _enter(run: Run, st: NodeState) -> None:
+    """Make `await node` in the body reach this run, and bind the node id for log lines.
+
+    Both stay set after the body: they live in this worker's own context, and its next node
+    replaces them (cheaper than resetting, on the hot path).
+    """
+    _context.current.set(_context.Frame(run, st))
+    _LOG_NODE_ID.set(st.node.id)
+    if run.log_enabled_info:
+        log.info("task started", attempt=st.attempts)
+
+
 async def _call(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
-    """One try of the body, with the node id bound in the log context and the run in `_context`."""
+    """One try of the body."""
     task = st.node.task
-    token = _context.current.set(_context.Frame(run, st))
-    logtoken = _LOG_NODE_ID.set(st.node.id)
-    try:
-        if run.log_enabled_info:
-            log.info("task started", attempt=st.attempts)
-        kind = task.kind
-        if kind == "async":
-            return await task.fn(**kwargs)
-        if kind == "asyncgen":
-            return await _drive_generator(run, st, task.fn(**kwargs))
-        executor = task.executor
-        if executor == "thread":
-            return await anyio.to_thread.run_sync(
-                functools.partial(task.fn, **kwargs), abandon_on_cancel=True, limiter=run.thread_limiter
-            )
-        if executor == "process":
-            return await _call_in_process(task, kwargs)
-        return await executor.run(task, kwargs)
-    finally:
-        _LOG_NODE_ID.reset(logtoken)
-        _context.current.reset(token)
+    _enter(run, st)
+    kind = task.kind
+    if kind == "async":
+        return await task.fn(**kwargs)
+    if kind == "asyncgen":
+        return await _drive_generator(run, st, task.fn(**kwargs))
+    executor = task.executor
+    if executor == "thread":
+        return await anyio.to_thread.run_sync(
+            functools.partial(task.fn, **kwargs), abandon_on_cancel=True, limiter=run.thread_limiter
+        )
+    if executor == "process":
+        return await _call_in_process(task, kwargs)
+    return await executor.run(task, kwargs)
 
 
 async def _drive_generator(run: Run, st: NodeState, agen: Any) -> list[Any]:

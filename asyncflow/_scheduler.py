@@ -162,7 +162,7 @@ class Run:
         # The running backend's Event class, made directly: anyio.Event() looks the backend up
         # each time (~3 µs), and the scheduler makes one or two per node.
         self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
-        self.states: dict[Node, NodeState] = {}
+        self.states: dict[bytes, NodeState] = {}  # by node key: bytes hash in C, cached
         self._stores: dict[Any, Store] = {}
         self.flights: dict[Any, _Flight] = {}
         self.listings: dict[tuple[Any, str], set[str] | anyio.Event] = {}
@@ -182,6 +182,10 @@ class Run:
         self.publish_waiters: deque[anyio.Event] = deque()
         self.closing = False
         self.peak = 0
+
+    def state(self, node: Node) -> NodeState:
+        """The node's state in this run."""
+        return self.states[node._key]
 
     # stores and targets --------------------------------------------------------------------
     def store_of(self, node: Node) -> Store:
@@ -285,7 +289,7 @@ class Run:
     async def plan(self, roots: list[Node]) -> list[NodeState]:
         """Bring `roots` and their static upstream into the run; queue what must run."""
         new = await self.survey(roots)
-        return await self._activate([self.states[n] for n in roots], new)
+        return await self._activate([self.states[n._key] for n in roots], new)
 
     async def survey(self, roots: list[Node], children: dict[Node, list[Node]] | None = None) -> list[NodeState]:
         """Add `roots` and their upstream (plus known dynamic `children`) as states, each marked
@@ -299,13 +303,13 @@ class Run:
             with _gc_paused():
                 while stack:
                     node = stack.pop()
-                    st = states.get(node)
+                    st = states.get(node._key)
                     if st is not None:
                         if st.status == NEW and st.batch is not batch:
                             waits.add(st.batch)
                         continue
                     st = NodeState(node, batch)
-                    states[node] = st
+                    states[node._key] = st
                     new.append(st)
                     if node.task is not EXTERNAL:
                         stack.extend(node.deps)
@@ -314,7 +318,7 @@ class Run:
                 for st in new:
                     deps = st.node.deps
                     if deps:
-                        st.deps = [states[d] for d in deps]
+                        st.deps = [states[d._key] for d in deps]
             await self._existence(new)
             for w in waits:
                 await w.wait()
@@ -322,7 +326,7 @@ class Run:
                 decide(post_order(new, set(new)), self.check_dependencies, self._is_forced, _is_external)
         except BaseException:
             for st in new:
-                states.pop(st.node, None)
+                states.pop(st.node._key, None)
             raise
         finally:
             batch.set()
@@ -370,12 +374,12 @@ class Run:
         root_set = set(roots)
         for st in new:  # planned but not needed (upstream of complete nodes): forget them
             if st not in seen and (st.status == TODO or (st.status == COMPLETE and st not in root_set)):
-                del self.states[st.node]
+                del self.states[st.node._key]
         if missing:
             for st in to_queue:
-                del self.states[st.node]
+                del self.states[st.node._key]
             for st in missing:
-                self.states.pop(st.node, None)
+                self.states.pop(st.node._key, None)
             raise MissingInputError(sorted({str(st.node.params["url"]) for st in missing}), sorted(set(needed_by)))
         checked: set[Any] = set()
         for st in to_queue:

@@ -429,9 +429,9 @@ async def run_default(value: Any) -> Any:
         _, run = await flow._execute(nodes, None, False, {})
     except FlowFailed as e:
         raise e.errors[0] from e.errors[0].__cause__
-    states = [run.states[n] for n in nodes]
+    states = [run.state(n) for n in nodes]
     await run.load_outputs(states)
-    return replace_nodes(value, lambda n: run.states[n].output)
+    return replace_nodes(value, lambda n: run.state(n).output)
 
 
 def run(what: Any, **options: Any) -> Any:
@@ -457,7 +457,7 @@ def run(what: Any, **options: Any) -> Any:
             flow = Workflow(what, **options)
             nodes = flow._roots
         _, r = await flow._execute(nodes, None, False, options if isinstance(what, Workflow) else {})
-        states = [r.states[n] for n in nodes]
+        states = [r.state(n) for n in nodes]
         await r.load_outputs(states)
         outs = [st.output for st in states]
         return outs[0] if single else outs
