@@ -34,12 +34,13 @@ _PENDING, _RUNNING, _DONE = 0, 1, 2
 
 
 class _Item:
-    __slots__ = ("args", "error", "fn", "result", "state")
+    __slots__ = ("args", "done", "error", "fn", "result", "state")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn
         self.args = args
         self.state = _PENDING
+        self.done: anyio.Event | None = None  # its batch's end, once it is in one
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -66,19 +67,22 @@ class ThreadBatcher:
         self.max_size = max_size
         self.pending: deque[_Item] = deque()
         self.running = 0
-        self._changed: anyio.Event | None = None  # set when a batch ends; one for all waiters
+        self._slot_free: anyio.Event | None = None  # set when a batch ends, for queued callers
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         item = _Item(fn, args)
         self.pending.append(item)
         try:
             while item.state != _DONE:
-                if item.state == _PENDING and self.running < self.max_batches:
+                if item.state == _RUNNING:
+                    assert item.done is not None
+                    await item.done.wait()
+                elif self.running < self.max_batches:
                     await self._lead()
                 else:
-                    if self._changed is None:
-                        self._changed = anyio.Event()
-                    await self._changed.wait()
+                    if self._slot_free is None:
+                        self._slot_free = anyio.Event()
+                    await self._slot_free.wait()
         except BaseException:
             # Cancelled while queued: a queued call must never run late.
             if item.state == _PENDING:
@@ -96,17 +100,21 @@ class ThreadBatcher:
             await anyio.lowlevel.checkpoint()
             n = min(len(self.pending), self.max_size)
             batch = [self.pending.popleft() for _ in range(n)]
+            done = anyio.Event()
             for it in batch:
                 it.state = _RUNNING
+                it.done = done
             if batch:
                 await anyio.to_thread.run_sync(_run_batch, batch)
         finally:
             self.running -= 1
             for it in batch:
                 it.state = _DONE
-            changed, self._changed = self._changed, None
-            if changed is not None:
-                changed.set()
+            if batch:
+                done.set()
+            slot_free, self._slot_free = self._slot_free, None
+            if slot_free is not None:
+                slot_free.set()
 
 
 # local-disk primitives (run in worker threads) -------------------------------------------------
