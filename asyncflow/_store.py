@@ -12,6 +12,7 @@ Only "not found" means missing; any other failure is a `StorageError`, never rea
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 from collections import deque
@@ -133,17 +134,26 @@ def _local_read(path: str) -> bytes:
         return f.read()
 
 
+_SESSION = secrets.token_hex(3)  # temp names: this process's pid and session, then a counter
+_counter = itertools.count()
+
+
 def _local_write(path: str, data: bytes) -> None:
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = f"{folder}/.{name}{TMP_MARK}{os.getpid()}-{_SESSION}-{next(_counter)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        f = open(tmp, "wb")  # noqa: SIM115
+        fd = os.open(tmp, flags, 0o666)
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
-        f = open(tmp, "wb")  # noqa: SIM115
+        fd = os.open(tmp, flags, 0o666)
     try:
-        with f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)  # atomic: the target appears whole or not at all
     except BaseException:
         try:

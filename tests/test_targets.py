@@ -281,3 +281,30 @@ def test_killed_process_mid_write_leaves_no_complete_looking_target(tmp_path) ->
         return b"small"
 
     assert af.run(big_again(), store=str(store)) == b"small"  # the temp file never counted as complete
+
+
+async def test_parquet_format_round_trips_a_dataframe(any_store) -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+
+    @af.task(format="parquet")
+    async def frame() -> pd.DataFrame:
+        return pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+
+    flow = af.Workflow(frame(), store=any_store)
+    await flow.run()
+    assert flow.target().name.endswith(".parquet")
+    back = await af.Workflow(frame(), store=any_store).output()
+    pd.testing.assert_frame_equal(back, pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+
+
+async def test_json_suggests_parquet_for_a_dataframe(store) -> None:
+    pd = pytest.importorskip("pandas")
+
+    @af.task
+    async def frame() -> pd.DataFrame:
+        return pd.DataFrame({"a": [1]})
+
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(frame(), store=store).run()
+    assert e.value.__cause__.suggestion == "parquet"

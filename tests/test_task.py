@@ -240,8 +240,6 @@ def test_bad_task_declarations_fail_at_decoration() -> None:
         af.task(executor="thread")(get_data.fn)
 
 
-
-
 def test_task_keeps_its_function_and_metadata() -> None:
     assert get_data.fn.__name__ == "get_data"
     assert get_data.__name__ == "get_data"
@@ -254,5 +252,7 @@ def test_parameter_that_cannot_be_identified_names_task_and_parameter() -> None:
     async def takes(lock) -> int:  # type: ignore[no-untyped-def]
         return 0
 
-    with pytest.raises(af.ParameterError, match="task 'takes': parameter 'lock' = .* cannot be part of a node's identity"):
+    with pytest.raises(
+        af.ParameterError, match="task 'takes': parameter 'lock' = .* cannot be part of a node's identity"
+    ):
         takes(lock=object())
