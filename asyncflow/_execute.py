@@ -16,6 +16,7 @@ from . import _context
 from . import events as ev
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, NodeState
+from ._fingerprint import output_hash
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ async def execute(run: Run, st: NodeState) -> None:
         if st.status in OK:
             flight.ok = True
             flight.output = st.output
+            flight.out_hash = st.out_hash
         else:
             flight.error = st.error
     finally:
@@ -71,6 +73,7 @@ async def _share(run: Run, st: NodeState, key: Any, other: Any) -> bool:
             await run.unpark(st)
         if other.ok:
             st.output = other.output
+            st.out_hash = other.out_hash
             await run.finish(st, DONE)
             return True
         if other.error is not None:
@@ -88,11 +91,16 @@ async def _execute(run: Run, st: NodeState) -> None:
     t0 = time.perf_counter()
     try:
         target = run.target_of(node) if task.persist else None
-        if target is not None and not st.forced and run.listing_is_stale(target) and await target.exists():
-            # Another run of this process built it after this run listed the folder.
-            st.output = await target.load()
-            await run.finish(st, COMPLETE)
-            return
+        if target is not None and not st.forced:
+            if st.maybe and await run.unchanged_inputs(st):
+                await run.finish(st, COMPLETE)  # upstream rebuilt to the same bytes: early cut-off
+                return
+            if run.listing_is_stale(target) and await target.exists():
+                # Another run of this process built it after this run listed the folder.
+                data = await target.store.read(target.fs_path)
+                st.output, st.out_hash = target.decode(data), output_hash(data)
+                await run.finish(st, COMPLETE)
+                return
         deps = st.deps
         if deps:
             await run.load_outputs(deps)
@@ -115,10 +123,9 @@ async def _execute(run: Run, st: NodeState) -> None:
             data = target.encode(value)
             await run.begin_publish(st)
             try:
-                await target.store.write(target.fs_path, data)
+                await run.publish(st, target, data)
             finally:
                 run.end_publish()
-            run.published(target)
     except Exception as e:
         st.duration = time.perf_counter() - t0
         if run.log_enabled_warning:

@@ -6,7 +6,7 @@ acts on what it decides (pytask's scheduler shape).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CycleError
@@ -59,10 +59,15 @@ class NodeState:
         "holds_limit",
         "holds_slot",
         "joins",
+        "maybe",
         "node",
         "npending",
+        "out_hash",
         "output",
         "parked",
+        "reasons",
+        "record",
+        "stale",
         "started",
         "status",
     )
@@ -87,6 +92,11 @@ class NodeState:
         self.holds_limit = False
         self.awaiting: set[NodeState] | None = None
         self.delivered = False  # its failure was raised into an awaiting body, which decides
+        self.record: Any = None  # the RecordName beside its target, if any
+        self.out_hash: str | None = None  # hash of its output bytes (or an external's checksum)
+        self.reasons: list[str] | None = None  # why it must run (for preview and explain)
+        self.stale = False  # its target was built from something else
+        self.maybe = False  # pending only on upstream: skipped if their outputs did not change
 
     def __repr__(self) -> str:
         return f"<NodeState {self.node.id} {self.status}>"
@@ -117,30 +127,6 @@ def post_order(states: Iterable[NodeState], within: set[NodeState]) -> list[Node
             else:
                 out.append(st)
     return out
-
-
-def decide(
-    order: list[NodeState],
-    check_dependencies: bool,
-    is_forced: Callable[[Node], bool],
-    is_external: Callable[[Node], bool],
-) -> None:
-    """Mark each state COMPLETE, MISSING or TODO from its `exists` fact; upstream first."""
-    for st in order:
-        node = st.node
-        if not st.exists and not st.deps:
-            st.status = MISSING if is_external(node) else TODO  # nothing to decide: it must run
-            continue
-        if is_external(node):
-            st.status = COMPLETE if st.exists else MISSING
-            continue
-        deps = st.deps
-        forced = is_forced(node) or (bool(deps) and any(d.forced for d in deps))
-        st.forced = forced
-        complete = st.exists and not forced
-        if complete and check_dependencies and deps:
-            complete = all(d.status in OK for d in deps)
-        st.status = COMPLETE if complete else TODO
 
 
 def find_wait_cycle(parent: NodeState, child: NodeState) -> list[NodeState] | None:

@@ -89,24 +89,3 @@ def file_stem(shown: list[tuple[str, str]], key: bytes, limit: int = 80) -> str:
     """`{readable params}-{hash}`: a file name stem that is safe on every store."""
     readable = _UNSAFE.sub("_", ",".join(f"{k}={v}" for k, v in sorted(shown)))[:limit]
     return f"{readable}-{key.hex()[:16]}" if readable else key.hex()[:16]
-
-
-def fingerprint_source(text: str) -> str:
-    """Hash of source text with comments, docstrings and formatting removed (via the AST)."""
-    import ast
-
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
-    return hashlib.blake2b(ast.dump(tree).encode(), digest_size=8).hexdigest()

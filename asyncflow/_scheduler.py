@@ -21,9 +21,23 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import msgspec
+import structlog
 
 from . import events as ev
-from ._errors import CycleError, MissingInputError, ParameterError, TaskFailed, describe, root_cause
+from ._errors import AsyncflowError, CycleError, MissingInputError, ParameterError, TaskFailed, describe, root_cause
+from ._fingerprint import (
+    Record,
+    RecordName,
+    code_hash,
+    decide,
+    inputs_fingerprint,
+    output_hash,
+    own_fingerprint,
+    parse_records,
+    reasons,
+    record_name,
+)
 from ._graph import (
     CANCELLED,
     COMPLETE,
@@ -41,15 +55,17 @@ from ._graph import (
     Join,
     NodeState,
     cycle_error,
-    decide,
     find_wait_cycle,
     post_order,
 )
-from ._node import Node, iter_nodes, replace_nodes
+from ._identity import _enc_hook
+from ._node import Node, has_nodes, iter_nodes, replace_nodes
 from ._settings import settings
 from ._store import Store, store_for_path
 from ._targets import Target, store_of
-from ._task import EXTERNAL
+from ._task import EXTERNAL, REGISTRY
+
+log = structlog.get_logger("asyncflow")
 
 _FLIGHTS: anyio.lowlevel.RunVar[dict[Any, _Flight]] = anyio.lowlevel.RunVar("asyncflow_flights")
 
@@ -57,7 +73,7 @@ _FLIGHTS: anyio.lowlevel.RunVar[dict[Any, _Flight]] = anyio.lowlevel.RunVar("asy
 class _Flight:
     """A node being executed by some run of this event loop; others wait instead of re-running."""
 
-    __slots__ = ("done", "error", "ok", "output", "run")
+    __slots__ = ("done", "error", "ok", "out_hash", "output", "run")
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -65,6 +81,7 @@ class _Flight:
         self.ok = False
         self.error: BaseException | None = None
         self.output: Any = None
+        self.out_hash: str | None = None
 
 
 def _flights() -> dict[Any, _Flight]:
@@ -141,6 +158,7 @@ class Run:
         max_concurrency: int,
         limits: dict[str, int],
         check_dependencies: bool,
+        rerun_stale: bool,
         fail_fast: bool,
         on_event: Any,
         force: set[str],
@@ -152,6 +170,7 @@ class Run:
         self.storage_options = storage_options
         self.max_concurrency = max_concurrency
         self.check_dependencies = check_dependencies
+        self.rerun_stale = rerun_stale
         self.fail_fast = fail_fast
         self.on_event = on_event
         self.force = force
@@ -167,6 +186,7 @@ class Run:
         self.flights: dict[Any, _Flight] = {}
         self.listings: dict[tuple[Any, str], set[str] | anyio.Event] = {}
         self.listed_at: dict[tuple[Any, str], int] = {}  # the store's generation when listed
+        self.records: dict[tuple[Any, str], dict[str, RecordName]] = {}  # fingerprint records, by target
         self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
         self.dynamic: dict[Node, list[Node]] = {}
         self.failures: list[NodeState] = []
@@ -251,7 +271,9 @@ class Run:
                 done = self.listings[k]
                 try:
                     generation = store.generation.get(folder, 0)
-                    self.listings[k] = await store.listdir(folder)
+                    names = await store.listdir(folder)
+                    self.records[k] = parse_records(names)
+                    self.listings[k] = names
                     self.listed_at[k] = generation
                 except BaseException:
                     del self.listings[k]
@@ -263,12 +285,12 @@ class Run:
             async def check_external(st: NodeState) -> None:
                 url = st.node.params["url"]
                 store, path = store_for_path(url)
-                if any(c in url for c in "*?["):
-                    st.output = [store.display(p) for p in await store.glob(path)]
-                    st.exists = bool(st.output)
-                else:
-                    st.exists = await store.exists(path)
-                    st.output = url
+                paths = await store.glob(path) if any(c in url for c in "*?[") else [path]
+                sums = [await store.checksum(p) for p in paths]
+                found = [(p, c) for p, c in zip(paths, sums, strict=True) if c is not None]
+                st.exists = bool(found)
+                st.output = [store.display(p) for p, _ in found] if len(paths) != 1 or path != paths[0] else url
+                st.out_hash = output_hash(repr(found).encode()) if found else None
 
             if len(todo) + len(externals) == 1:
                 await (list_one(todo[0]) if todo else check_external(externals[0]))
@@ -283,8 +305,12 @@ class Run:
         for k, ext, sts in groups:
             listing = self.listings.get(k)
             if isinstance(listing, set) and listing:
+                records = self.records.get(k, {})
                 for st in sts:
-                    st.exists = st.node.file_stem() + ext in listing
+                    name = st.node.file_stem() + ext
+                    if name in listing:
+                        st.exists = True
+                        st.record = records.get(name)
 
     async def plan(self, roots: list[Node]) -> list[NodeState]:
         """Bring `roots` and their static upstream into the run; queue what must run."""
@@ -292,45 +318,121 @@ class Run:
         return await self._activate([self.states[n._key] for n in roots], new)
 
     async def survey(self, roots: list[Node], children: dict[Node, list[Node]] | None = None) -> list[NodeState]:
-        """Add `roots` and their upstream (plus known dynamic `children`) as states, each marked
-        COMPLETE, MISSING or TODO from one listing per task folder. Returns the new states."""
+        """Add `roots` and their upstream (plus known dynamic `children`, shown by previews) as
+        states, each marked COMPLETE, MISSING or TODO (STALE flagged) from one listing per task
+        folder. Recorded dynamic children of current-looking nodes count as their upstream.
+        Returns the new states."""
         batch = self.new_event()
         new: list[NodeState] = []
         waits: set[anyio.Event] = set()
-        states = self.states
-        stack = list(roots)
+        adopted: list[tuple[NodeState, list[Node]]] = []
         try:
-            with _gc_paused():
-                while stack:
-                    node = stack.pop()
-                    st = states.get(node._key)
-                    if st is not None:
-                        if st.status == NEW and st.batch is not batch:
-                            waits.add(st.batch)
-                        continue
-                    st = NodeState(node, batch)
-                    states[node._key] = st
-                    new.append(st)
-                    if node.task is not EXTERNAL:
-                        stack.extend(node.deps)
-                    if children and node in children:
-                        stack.extend(children[node])
-                for st in new:
-                    deps = st.node.deps
-                    if deps:
-                        st.deps = [states[d._key] for d in deps]
-            await self._existence(new)
+            todo = list(roots)
+            while todo:
+                added = self._walk(todo, batch, new, waits, children)
+                await self._existence(added)
+                todo = []
+                for st, kids in await self._recorded_children(added):
+                    adopted.append((st, kids))
+                    todo.extend(kids)
+            for st, kids in adopted:
+                st.deps = [*st.deps, *(self.states[k._key] for k in kids)]
             for w in waits:
                 await w.wait()
             with _gc_paused():
-                decide(post_order(new, set(new)), self.check_dependencies, self._is_forced, _is_external)
+                order = post_order(new, set(new))
+                decide(order, self.check_dependencies, self.rerun_stale, self._is_forced, _is_external)
         except BaseException:
             for st in new:
-                states.pop(st.node._key, None)
+                self.states.pop(st.node._key, None)
             raise
         finally:
             batch.set()
         return new
+
+    def _walk(
+        self,
+        roots: list[Node],
+        batch: anyio.Event,
+        new: list[NodeState],
+        waits: set[anyio.Event],
+        children: dict[Node, list[Node]] | None,
+    ) -> list[NodeState]:
+        """New states for `roots` and their static upstream (synchronous: no await inside)."""
+        states = self.states
+        added: list[NodeState] = []
+        stack = list(roots)
+        with _gc_paused():
+            while stack:
+                node = stack.pop()
+                st = states.get(node._key)
+                if st is not None:
+                    if st.status == NEW and st.batch is not batch:
+                        waits.add(st.batch)
+                    continue
+                st = NodeState(node, batch)
+                states[node._key] = st
+                added.append(st)
+                if node.task is not EXTERNAL:
+                    stack.extend(node.deps)
+                if children and node in children:
+                    stack.extend(children[node])
+            for st in added:
+                deps = st.node.deps
+                if deps:
+                    st.deps = [states[d._key] for d in deps]
+        new.extend(added)
+        return added
+
+    async def _recorded_children(self, states: list[NodeState]) -> list[tuple[NodeState, list[Node]]]:
+        """The dynamic children recorded by current-looking nodes: a child that changed makes its
+        parent pending, and an unchanged child keeps it complete."""
+        candidates = [
+            st
+            for st in states
+            if st.record is not None
+            and st.record.has_children
+            and not self._is_forced(st.node)
+            and st.record.own == own_fingerprint(st.node)
+        ]
+        out = []
+        for st in candidates:
+            record = await self.read_record(st)
+            if record is None:
+                continue
+            kids = []
+            for name, params in record.children:
+                task = REGISTRY.get(name)
+                if task is None:
+                    continue
+                try:
+                    kids.append(task.bind((), dict(params), strict=False))
+                except AsyncflowError:
+                    continue  # the child's task changed its parameters: the parent is stale anyway
+            out.append((st, kids))
+        return out
+
+    async def explain(self, st: NodeState) -> list[str]:
+        """Why a surveyed node would run, in words (reads the record of a stale node)."""
+        if not st.stale or st.record is None:
+            return list(st.reasons or ())
+        record = await self.read_record(st)
+        current = {d.node.id: d.out_hash for d in st.deps if d.out_hash is not None}
+        return reasons(st.node, record, current, st.record.own == own_fingerprint(st.node))
+
+    async def read_record(self, st: NodeState) -> Record | None:
+        """The record beside a node's target; None (and one warning naming the path) if it is
+        missing or unreadable, so that the node is rebuilt rather than trusted."""
+        target = self.target_of(st.node)
+        if target is None or st.record is None:
+            return None
+        path = f"{target.folder}/{st.record.name}"
+        try:
+            return msgspec.json.decode(await target.store.read(path), type=Record)
+        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("unreadable fingerprint record: rebuilding", path=target.store.display(path), error=str(e))
+            st.record = None
+            return None
 
     async def _activate(self, roots: list[NodeState], new: list[NodeState]) -> list[NodeState]:
         """Walk from `roots` through what must run; wire upstream counters; queue ready nodes."""
@@ -425,12 +527,74 @@ class Run:
         k = (target.store.key, target.folder)
         return k in self.listed_at and target.store.generation.get(target.folder, 0) != self.listed_at[k]
 
-    def published(self, target: Target) -> None:
-        """Note this run's own write, keeping its listing current."""
+    def out_hash_of(self, st: NodeState) -> str:
+        """The hash of a finished node's output (computed for in-memory outputs when asked)."""
+        if st.out_hash is None:
+            try:
+                st.out_hash = output_hash(msgspec.msgpack.encode(st.output))
+            except (TypeError, ValueError):  # not encodable: treat as changed every time
+                st.out_hash = output_hash(repr(time.perf_counter_ns()).encode())
+        return st.out_hash
+
+    def _inputs(self, st: NodeState, deps: list[NodeState]) -> list[tuple[bytes, str]]:
+        return [(d.node.key, self.out_hash_of(d)) for d in deps]
+
+    async def unchanged_inputs(self, st: NodeState) -> bool:
+        """For a node pending only on its upstream: whether its inputs came out as recorded."""
+        if st.record is None or any(d.status not in OK for d in st.deps):
+            return False
+        if st.record.inputs_fp != inputs_fingerprint(self._inputs(st, list(st.deps))):
+            st.stale = True
+            st.reasons = ["input changed"]
+            return False
+        st.out_hash = st.record.output
+        return True
+
+    async def publish(self, st: NodeState, target: Target, data: bytes) -> None:
+        """Write the target and its fingerprint record (what it was built from)."""
+        node = st.node
+        inputs = list(st.deps[: len(node.deps)])  # static upstream (recorded children come after)
+        kids = [self.states[c._key] for c in self.dynamic.get(node, ()) if c._key in self.states]
+        inputs.extend(k for k in kids if k.status in OK)
+        pairs = self._inputs(st, inputs)
+        st.out_hash = output_hash(data)
+        own = own_fingerprint(node)
+        inputs_fp = inputs_fingerprint(pairs)
+        children = [
+            (k.node.task.name, k.node.params)
+            for k in kids
+            if k.node.task is not EXTERNAL and not any(has_nodes(v) for v in k.node.params.values())
+        ]
+        record = Record(
+            node_id=node.id,
+            own=own,
+            inputs_fp=inputs_fp,
+            output=st.out_hash,
+            code=code_hash(node.task),
+            version=node.task.version,
+            inputs={d.node.id: h for d, (_, h) in zip(inputs, pairs, strict=True)},
+            children=children,
+            built=time.time(),
+        )
+        name = record_name(target.name, own, inputs_fp, st.out_hash, bool(children))
         k = (target.store.key, target.folder)
+        old = self.records.get(k, {}).get(target.name)
+        if old is None and st.record is not None:
+            old = st.record
+        await target.store.publish(
+            target.fs_path,
+            data,
+            f"{target.folder}/{name}",
+            msgspec.json.encode(record, enc_hook=_enc_hook),
+            f"{target.folder}/{old.name}" if old is not None and old.name != name else None,
+        )
         listing = self.listings.get(k)
-        if isinstance(listing, set):
+        if isinstance(listing, set):  # keep this run's snapshot current
             listing.add(target.name)
+            listing.add(name)
+            if old is not None:
+                listing.discard(old.name)
+            self.records.setdefault(k, {})[target.name] = parse_records({name})[target.name]
             self.listed_at[k] = self.listed_at.get(k, 0) + 1
 
     # the pool -------------------------------------------------------------------------------

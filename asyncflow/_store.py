@@ -12,6 +12,7 @@ Only "not found" means missing; any other failure is a `StorageError`, never rea
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import secrets
@@ -126,7 +127,25 @@ def _local_list(folder: str) -> set[str]:
         names = os.listdir(folder)
     except FileNotFoundError:
         return set()
-    return {n for n in names if not n.startswith(".")}
+    return {n for n in names if TMP_MARK not in n}
+
+
+def _local_checksum(path: str) -> str | None:
+    h = hashlib.blake2b(digest_size=8)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()
+
+
+def _local_publish(target: str, data: bytes, record: str, record_data: bytes, old_record: str | None) -> None:
+    if old_record is not None:  # first: a target without its record is never trusted
+        _local_delete([old_record])
+    _local_write(target, data)
+    _local_write(record, record_data)
 
 
 def _local_read(path: str) -> bytes:
@@ -270,7 +289,7 @@ class Store:
         out = set()
         for p in entries:
             name = p.rstrip("/").rsplit("/", 1)[-1]
-            if not name.startswith("."):
+            if TMP_MARK not in name:
                 out.add(name)
         return out
 
@@ -309,6 +328,47 @@ class Store:
             raise StorageError(f"cannot write {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
         folder = path.rsplit("/", 1)[0]
         self.generation[folder] = self.generation.get(folder, 0) + 1
+
+    async def publish(self, target: str, data: bytes, record: str, record_data: bytes, old_record: str | None) -> None:
+        """Publish a target and its fingerprint record: old record out first, then the target,
+        then the new record, each atomic. A crash between leaves a target without a record, which
+        is rebuilt, never trusted."""
+        try:
+            if self.kind == "local":
+                await self._thread(_local_publish, target, data, record, record_data, old_record)
+            else:
+                if old_record is not None:
+                    await self.delete([old_record])
+                await self.write(target, data)
+                await self.write(record, record_data)
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot write {self.display(target)}: {type(e).__name__}: {e}", path=target) from e
+        folder = target.rsplit("/", 1)[0]
+        self.generation[folder] = self.generation.get(folder, 0) + 1
+
+    async def checksum(self, path: str) -> str | None:
+        """A checksum of the file at `path` (content hash locally, etag / md5 / size+mtime on other
+        filesystems), or None when it does not exist."""
+        try:
+            if self.kind == "local":
+                return await self._thread(_local_checksum, path)  # type: ignore[no-any-return]
+            if self.kind == "memory":
+                fs = self.sync_fs()
+                return hashlib.blake2b(fs.cat_file(path), digest_size=8).hexdigest() if fs.exists(path) else None
+            fs = self._native()
+            info = await fs._info(path) if fs is not None else await self._thread(self.sync_fs().info, path)
+        except FileNotFoundError:
+            return None
+        except Exception as e:
+            raise StorageError(f"cannot check {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
+        for k in ("ETag", "etag", "md5Hash", "md5", "checksum", "crc32c"):
+            if info.get(k):
+                return str(info[k]).strip('"')
+        return hashlib.blake2b(
+            repr((info.get("size"), info.get("mtime"), info.get("LastModified"))).encode(), digest_size=8
+        ).hexdigest()
 
     async def delete(self, paths: list[str]) -> None:
         """Remove these files (missing ones are ignored)."""

@@ -21,6 +21,7 @@ from ._task import EXTERNAL, Task
 
 _STATUS = {COMPLETE: "skipped", DONE: "ran", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
 _PREVIEW = {COMPLETE: "COMPLETE", MISSING: "MISSING"}
+_PLAIN_REASONS = frozenset({"no target", "not persisted"})  # what PENDING says by itself
 
 
 class NodeRecord(msgspec.Struct, frozen=True):
@@ -97,16 +98,29 @@ class RunResult:
 class Preview:
     """Statuses without running. `str()` is the tree alone: one `id STATUS` line per node and position."""
 
-    def __init__(self, roots: list[Node], status: dict[Node, str], children: dict[Node, list[Node]]) -> None:
+    def __init__(
+        self,
+        roots: list[Node],
+        status: dict[Node, str],
+        children: dict[Node, list[Node]],
+        reasons: dict[Node, list[str]] | None = None,
+    ) -> None:
         self.roots = roots
         self.status = status
         self.children = children
+        self.reasons = reasons or {}
+
+    def label(self, node: Node) -> str:
+        """`id STATUS`, then the reason in parentheses when it says more than "no target"."""
+        status = self.status[node]
+        why = [r for r in self.reasons.get(node, ()) if r not in _PLAIN_REASONS]
+        return f"{node.id} {status} ({'; '.join(why)})" if why else f"{node.id} {status}"
 
     def _kids(self, node: Node) -> list[Node]:
         return [*node.deps, *self.children.get(node, ())] if node.task is not EXTERNAL else []
 
     def __str__(self) -> str:
-        return tree(self.roots, self._kids, lambda n: f"{n.id} {self.status[n]}")
+        return tree(self.roots, self._kids, self.label)
 
     def __repr__(self) -> str:
         return str(self)
@@ -229,6 +243,7 @@ class Workflow:
             max_concurrency=self.option("max_concurrency", overrides),
             limits=self.option("limits", overrides),
             check_dependencies=self.option("check_dependencies", overrides),
+            rerun_stale=self.option("rerun_stale", overrides),
             fail_fast=self.option("fail_fast", overrides),
             on_event=self.option("on_event", overrides),
             force=force,
@@ -236,13 +251,37 @@ class Workflow:
         )
 
     # API ------------------------------------------------------------------------------------
-    async def preview(self, what: Any = None, **options: Any) -> Preview:
-        """Each node's status (COMPLETE, PENDING, MISSING) without running anything."""
+    async def _survey(self, what: Any, options: dict[str, Any]) -> tuple[list[Node], Run]:
         roots = self._nodes(what)
-        run = self._run_obj(options)
+        force = options.pop("force", None)
+        force_all = options.pop("force_all", False)
+        run = self._run_obj(options, _task_names(force), force_all)
         await run.survey(roots, self._children)
-        status = {st.node: _PREVIEW.get(st.status, "PENDING") for st in run.states.values()}
-        return Preview(roots, status, self._children)
+        return roots, run
+
+    async def preview(self, what: Any = None, **options: Any) -> Preview:
+        """Each node's status (COMPLETE, PENDING, STALE, MISSING) and why, without running anything."""
+        roots, run = await self._survey(what, options)
+        status: dict[Node, str] = {}
+        why: dict[Node, list[str]] = {}
+        for st in run.states.values():
+            status[st.node] = "STALE" if st.stale else _PREVIEW.get(st.status, "PENDING")
+            if st.status != COMPLETE or st.stale:
+                why[st.node] = await run.explain(st)
+        return Preview(roots, status, self._children, why)
+
+    async def explain(self, what: Any = None, **options: Any) -> dict[str, list[str]]:
+        """`{node id: [reasons]}` for every node a run would build, as data: "no target", "code of
+        fit changed", "version 1 -> 2", "input get_data[n=4] changed", "external a.csv changed",
+        "forced", "upstream pending" (rebuilt only if an upstream's output changes)..."""
+        _, run = await self._survey(what, options)
+        out = {}
+        for st in run.states.values():
+            if st.status != COMPLETE and st.status != MISSING:
+                out[st.node.id] = await run.explain(st)
+            elif st.status == MISSING:
+                out[st.node.id] = ["missing external input"]
+        return out
 
     async def run(self, what: Any = None, *, force: Any = None, force_all: bool = False, **options: Any) -> RunResult:
         """Run what is not complete (and its upstream); raise `FlowFailed` if anything failed."""
@@ -341,7 +380,8 @@ class Workflow:
 
     async def is_complete(self, node: Node) -> bool:
         """Whether `node` would be skipped by a run of this workflow."""
-        return (await self.preview(node))[node] == "COMPLETE"
+        _, run = await self._survey(node, {})
+        return run.state(node).status == COMPLETE and not run.state(node).stale
 
 
 class WorkflowMulti:

@@ -19,7 +19,7 @@ LAYERS = {
     "_errors": 0, "_settings": 0, "events": 0, "_identity": 0, "_context": 0,
     "_formats": 1, "_node": 1, "_task": 1,
     "_store": 2, "_targets": 2,
-    "_graph": 3,
+    "_graph": 3, "_fingerprint": 3,
     "_execute": 4, "_scheduler": 4,
     "_render": 5, "_workflow": 5,
     "__init__": 6, "__main__": 6,
