@@ -16,7 +16,6 @@ from . import _context
 from . import events as ev
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, NodeState
-from ._fingerprint import output_hash
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
@@ -95,11 +94,8 @@ async def _execute(run: Run, st: NodeState) -> None:
             if st.maybe and await run.unchanged_inputs(st):
                 await run.finish(st, COMPLETE)  # upstream rebuilt to the same bytes: early cut-off
                 return
-            if run.listing_is_stale(target) and await target.exists():
-                # Another run of this process built it after this run listed the folder.
-                data = await target.store.read(target.fs_path)
-                st.output, st.out_hash = target.decode(data), output_hash(data)
-                await run.finish(st, COMPLETE)
+            if run.listing_is_stale(target) and await run.built_elsewhere(st, target):
+                await run.finish(st, COMPLETE)  # another run of this process built it meanwhile
                 return
         deps = st.deps
         if deps:

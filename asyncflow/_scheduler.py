@@ -550,6 +550,24 @@ class Run:
         st.out_hash = st.record.output
         return True
 
+    async def built_elsewhere(self, st: NodeState, target: Target) -> bool:
+        """After others in this process wrote in the folder since this run listed it: whether they
+        built this node, current (same fingerprint as it would have now)."""
+        k = (target.store.key, target.folder)
+        generation = target.store.generation.get(target.folder, 0)
+        names = await target.store.listdir(target.folder)
+        self.records[k] = parse_records(names)
+        self.listings[k] = names
+        self.listed_at[k] = generation
+        record = self.records[k].get(target.name)
+        if target.name not in names or record is None or record.own != own_fingerprint(st.node):
+            return False
+        if self.check_dependencies and record.inputs_fp != inputs_fingerprint(self._inputs(st, list(st.deps))):
+            return False
+        st.record = record
+        st.out_hash = record.output
+        return True
+
     async def publish(self, st: NodeState, target: Target, data: bytes) -> None:
         """Write the target and its fingerprint record (what it was built from)."""
         node = st.node

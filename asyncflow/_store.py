@@ -309,8 +309,16 @@ class Store:
         except Exception as e:
             raise StorageError(f"cannot read {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
 
+    def _bump(self, paths: list[str]) -> None:
+        for folder in {p.rsplit("/", 1)[0] for p in paths}:
+            self.generation[folder] = self.generation.get(folder, 0) + 1
+
     async def write(self, path: str, data: bytes) -> None:
         """Publish `data` at `path` atomically: whole or not at all, never a partial file."""
+        await self._write(path, data)
+        self._bump([path])
+
+    async def _write(self, path: str, data: bytes) -> None:
         try:
             if self.kind == "local":
                 await self._thread(_local_write, path, data)
@@ -326,8 +334,6 @@ class Store:
                     await self._thread(_sync_write_then_move, self.sync_fs(), path, data)
         except Exception as e:
             raise StorageError(f"cannot write {self.display(path)}: {type(e).__name__}: {e}", path=path) from e
-        folder = path.rsplit("/", 1)[0]
-        self.generation[folder] = self.generation.get(folder, 0) + 1
 
     async def publish(self, target: str, data: bytes, record: str, record_data: bytes, old_record: str | None) -> None:
         """Publish a target and its fingerprint record: old record out first, then the target,
@@ -338,15 +344,14 @@ class Store:
                 await self._thread(_local_publish, target, data, record, record_data, old_record)
             else:
                 if old_record is not None:
-                    await self.delete([old_record])
-                await self.write(target, data)
-                await self.write(record, record_data)
+                    await self._delete([old_record])
+                await self._write(target, data)
+                await self._write(record, record_data)
         except StorageError:
             raise
         except Exception as e:
             raise StorageError(f"cannot write {self.display(target)}: {type(e).__name__}: {e}", path=target) from e
-        folder = target.rsplit("/", 1)[0]
-        self.generation[folder] = self.generation.get(folder, 0) + 1
+        self._bump([target])
 
     async def checksum(self, path: str) -> str | None:
         """A checksum of the file at `path` (content hash locally, etag / md5 / size+mtime on other
@@ -374,8 +379,10 @@ class Store:
         """Remove these files (missing ones are ignored)."""
         if not paths:
             return
-        for folder in {p.rsplit("/", 1)[0] for p in paths}:
-            self.generation[folder] = self.generation.get(folder, 0) + 1
+        self._bump(paths)
+        await self._delete(paths)
+
+    async def _delete(self, paths: list[str]) -> None:
         try:
             if self.kind == "local":
                 await self._thread(_local_delete, paths)

@@ -113,7 +113,7 @@ class Param:
 class _Spec:
     """A task's parameters resolved: own params in order, depends wiring, inherited params."""
 
-    __slots__ = ("accepts", "depends", "inherited", "names", "own", "simple")
+    __slots__ = ("accepts", "depends", "inherited", "names", "own", "simple", "wired")
 
     def __init__(self, own: list[Param], inherited: dict[str, Param]) -> None:
         self.own = own
@@ -122,7 +122,10 @@ class _Spec:
         self.inherited = inherited
         self.accepts: dict[str, Param] = {p.name: p for p in own if not isinstance(p.default, Depends)}
         self.accepts.update(inherited)
-        self.simple = not self.depends and not inherited
+        # Defaults holding nodes (`af.external(...)`, a node) are wiring, like `af.depends`: part
+        # of the task's definition, so not of each node's parameters unless overridden.
+        self.wired = {p.name for p in own if p.default is not _MISSING and has_nodes(p.default)}
+        self.simple = not self.depends and not inherited and not self.wired
 
 
 _building: list[str] = []
@@ -289,7 +292,9 @@ class Task:
                     raise self._missing(p)
                 if isinstance(v, Depends):
                     continue  # wired below, once every plain value is known
-                params[p.name] = body[p.name] = v
+                body[p.name] = v
+                if p.name not in spec.wired:
+                    params[p.name] = v
             elif isinstance(v, Depends):
                 body[p.name] = v
             else:

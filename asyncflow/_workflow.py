@@ -264,11 +264,16 @@ class Workflow:
         roots, run = await self._survey(what, options)
         status: dict[Node, str] = {}
         why: dict[Node, list[str]] = {}
+        children = {k: list(v) for k, v in self._children.items()}
         for st in run.states.values():
+            recorded = st.deps[len(st.node.deps) :]  # dynamic children found in its record
+            if recorded:
+                known = children.setdefault(st.node, [])
+                known.extend(d.node for d in recorded if d.node not in known)
             status[st.node] = "STALE" if st.stale else _PREVIEW.get(st.status, "PENDING")
             if st.status != COMPLETE or st.stale:
                 why[st.node] = await run.explain(st)
-        return Preview(roots, status, self._children, why)
+        return Preview(roots, status, children, why)
 
     async def explain(self, what: Any = None, **options: Any) -> dict[str, list[str]]:
         """`{node id: [reasons]}` for every node a run would build, as data: "no target", "code of
