@@ -18,7 +18,7 @@ import ast
 import hashlib
 import inspect
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -60,18 +60,30 @@ def record_name(target_name: str, own: str, inputs_fp: str, output: str, has_chi
     return f".{target_name}{RECORD_MARK}{own}-{inputs_fp}-{output}{'-d' if has_children else ''}"
 
 
-def parse_records(names: set[str]) -> dict[str, RecordName]:
-    """`{target name: RecordName}` for the record files among a folder's names."""
-    out: dict[str, RecordName] = {}
+def split_names(names: Iterable[str]) -> tuple[set[str], dict[str, RecordName]]:
+    """A folder's names split into targets and `{target name: RecordName}`, in one pass (run in
+    the listing's worker thread for local disk)."""
+    targets: set[str] = set()
+    records: dict[str, RecordName] = {}
+    mark = RECORD_MARK
     for name in names:
-        if name[0] != "." or RECORD_MARK not in name:
-            continue
-        target, _, rest = name[1:].rpartition(RECORD_MARK)
-        parts = rest.split("-")
-        if len(parts) < 3 or not target:
-            continue
-        out[target] = RecordName(name, parts[0], parts[1], parts[2], len(parts) > 3 and parts[3] == "d")
-    return out
+        if name[0] == ".":
+            i = name.rfind(mark)
+            if i > 1:
+                rec = parse_record(name, i)
+                if rec is not None:
+                    records[name[1:i]] = rec
+        else:
+            targets.add(name)
+    return targets, records
+
+
+def parse_record(name: str, at: int = -1) -> RecordName | None:
+    """The fingerprint halves and output hash a record file name carries (fixed widths)."""
+    i = (name.rfind(RECORD_MARK) if at < 0 else at) + len(RECORD_MARK)
+    if len(name) - i < 42 or name[i + 12] != "-" or name[i + 25] != "-":
+        return None
+    return RecordName(name, name[i : i + 12], name[i + 13 : i + 25], name[i + 26 : i + 42], name.endswith("-d"))
 
 
 def _strip_docstrings(tree: ast.AST) -> None:
@@ -112,13 +124,15 @@ def code_hash(task: Task) -> str:
 
 
 def own_fingerprint(node: Node) -> str:
-    """Code + version + parameters."""
-    task = node.task
-    h = hashlib.blake2b(digest_size=6)
-    h.update(code_hash(task).encode())
-    h.update(b"\0" + (task.version or "").encode() + b"\0")
-    h.update(node.key)
-    return h.hexdigest()
+    """Code + version + parameters (cached on the node: it is the same all the process long)."""
+    own = node._own
+    if own is None:
+        task = node.task
+        prefix = getattr(task, "_fp_prefix", None)
+        if prefix is None:
+            prefix = task._fp_prefix = f"{code_hash(task)}\0{task.version or ''}\0".encode()  # type: ignore[attr-defined]
+        own = node._own = hashlib.blake2b(prefix + node.key, digest_size=6).hexdigest()
+    return own
 
 
 def inputs_fingerprint(inputs: list[tuple[bytes, str]]) -> str:

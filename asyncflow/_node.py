@@ -63,7 +63,7 @@ class Node(HasKey):
     `args` are what the body receives, nodes still in place of their outputs.
     """
 
-    __slots__ = ("_deps", "_hash", "_id", "_key", "_stem", "args", "params", "task")
+    __slots__ = ("_deps", "_hash", "_id", "_key", "_own", "_stem", "args", "params", "task")
 
     task: Task
     params: dict[str, Any]
@@ -78,6 +78,7 @@ class Node(HasKey):
         self._id: str | None = None
         self._deps: tuple[Node, ...] | None = None
         self._stem: str | None = None
+        self._own: str | None = None  # own fingerprint, made by _fingerprint when first asked
 
     # identity -----------------------------------------------------------------------------
     @property

@@ -34,9 +34,10 @@ from ._fingerprint import (
     inputs_fingerprint,
     output_hash,
     own_fingerprint,
-    parse_records,
+    parse_record,
     reasons,
     record_name,
+    split_names,
 )
 from ._graph import (
     CANCELLED,
@@ -271,8 +272,7 @@ class Run:
                 done = self.listings[k]
                 try:
                     generation = store.generation.get(folder, 0)
-                    names = await store.listdir(folder)
-                    self.records[k] = parse_records(names)
+                    names, self.records[k] = await store.listdir(folder, split_names)
                     self.listings[k] = names
                     self.listed_at[k] = generation
                 except BaseException:
@@ -555,8 +555,7 @@ class Run:
         built this node, current (same fingerprint as it would have now)."""
         k = (target.store.key, target.folder)
         generation = target.store.generation.get(target.folder, 0)
-        names = await target.store.listdir(target.folder)
-        self.records[k] = parse_records(names)
+        names, self.records[k] = await target.store.listdir(target.folder, split_names)
         self.listings[k] = names
         self.listed_at[k] = generation
         record = self.records[k].get(target.name)
@@ -596,9 +595,7 @@ class Run:
         )
         name = record_name(target.name, own, inputs_fp, st.out_hash, bool(children))
         k = (target.store.key, target.folder)
-        old = self.records.get(k, {}).get(target.name)
-        if old is None and st.record is not None:
-            old = st.record
+        old = self.records.get(k, {}).get(target.name) or st.record
         await target.store.publish(
             target.fs_path,
             data,
@@ -609,10 +606,7 @@ class Run:
         listing = self.listings.get(k)
         if isinstance(listing, set):  # keep this run's snapshot current
             listing.add(target.name)
-            listing.add(name)
-            if old is not None:
-                listing.discard(old.name)
-            self.records.setdefault(k, {})[target.name] = parse_records({name})[target.name]
+            self.records.setdefault(k, {})[target.name] = parse_record(name)  # type: ignore[assignment]
             self.listed_at[k] = self.listed_at.get(k, 0) + 1
 
     # the pool -------------------------------------------------------------------------------

@@ -130,6 +130,13 @@ def _local_list(folder: str) -> set[str]:
     return {n for n in names if TMP_MARK not in n}
 
 
+def _then(then: Callable[[Any], Any], fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return then(fn(*args))
+    except OSError as e:
+        raise StorageError(f"cannot list {args[0] if args else ''}: {type(e).__name__}: {e}", path=str(args[0])) from e
+
+
 def _local_checksum(path: str) -> str | None:
     h = hashlib.blake2b(digest_size=8)
     try:
@@ -267,8 +274,16 @@ class Store:
         return await self._batcher.call(fn, *args)
 
     # operations -----------------------------------------------------------------------------
-    async def listdir(self, folder: str) -> set[str]:
-        """Names of the files directly in `folder` (empty when it does not exist)."""
+    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
+        """Names of the files directly in `folder` (empty when it does not exist), or what
+        `then(names)` makes of them (computed in the worker thread for local disk)."""
+        if then is None:
+            return await self._listdir(folder)
+        if self.kind == "local":
+            return await self._thread(_then, then, _local_list, folder)
+        return then(await self._listdir(folder))
+
+    async def _listdir(self, folder: str) -> set[str]:
         try:
             if self.kind == "local":
                 return await self._thread(_local_list, folder)  # type: ignore[no-any-return]
