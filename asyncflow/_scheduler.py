@@ -340,8 +340,9 @@ class Run:
             for w in waits:
                 await w.wait()
             with _gc_paused():
-                order = post_order(new, set(new))
-                decide(order, self.check_dependencies, self.rerun_stale, self._is_forced, _is_external)
+                order = post_order(new, set(new)) if adopted else new  # walks are upstream first
+                forced = None if self.force_all else self.force
+                decide(order, self.check_dependencies, self.rerun_stale, forced, EXTERNAL)
         except BaseException:
             for st in new:
                 self.states.pop(st.node._key, None)
@@ -358,13 +359,16 @@ class Run:
         waits: set[anyio.Event],
         children: dict[Node, list[Node]] | None,
     ) -> list[NodeState]:
-        """New states for `roots` and their static upstream (synchronous: no await inside)."""
+        """New states for `roots` and their static upstream, upstream first (synchronous)."""
         states = self.states
         added: list[NodeState] = []
-        stack = list(roots)
+        stack: list[Any] = list(reversed(roots))  # a node, or a state whose upstream is done
         with _gc_paused():
             while stack:
                 node = stack.pop()
+                if type(node) is NodeState:
+                    added.append(node)
+                    continue
                 st = states.get(node._key)
                 if st is not None:
                     if st.status == NEW and st.batch is not batch:
@@ -372,7 +376,7 @@ class Run:
                     continue
                 st = NodeState(node, batch)
                 states[node._key] = st
-                added.append(st)
+                stack.append(st)
                 if node.task is not EXTERNAL:
                     stack.extend(node.deps)
                 if children and node in children:
