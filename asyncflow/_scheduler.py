@@ -343,6 +343,10 @@ class Run:
                 order = post_order(new, set(new)) if adopted else new  # walks are upstream first
                 forced = None if self.force_all else self.force
                 decide(order, self.check_dependencies, self.rerun_stale, forced, EXTERNAL)
+            for st in new:
+                if st.exists and st.record is None and st.stale:
+                    t = self.target_of(st.node)
+                    log.warning("target without fingerprint record: rebuilding", path=t.path if t else "")
         except BaseException:
             for st in new:
                 self.states.pop(st.node._key, None)

@@ -217,7 +217,9 @@ async def test_missing_record_makes_the_node_stale_with_a_warning(store) -> None
     for name in os.listdir(folder):
         if name.startswith("."):
             os.unlink(os.path.join(folder, name))
-    assert str(await flow.preview()) == "└─ lone STALE (no fingerprint record)"
+    with structlog.testing.capture_logs() as logs:
+        assert str(await flow.preview()) == "└─ lone STALE (no fingerprint record)"
+    assert [e["path"] for e in logs if e["log_level"] == "warning"] == [flow.target().path]
     result = await flow.run()
     assert result.ran == 1
     assert (await flow.preview())["lone"] == "COMPLETE"
