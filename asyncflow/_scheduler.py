@@ -187,6 +187,7 @@ class Run:
         self.flights: dict[Any, _Flight] = {}
         self.listings: dict[tuple[Any, str], set[str] | anyio.Event] = {}
         self.listed_at: dict[tuple[Any, str], int] = {}  # the store's generation when listed
+        self.warned: set[NodeState] = set()  # records already warned about
         self.records: dict[tuple[Any, str], dict[str, RecordName]] = {}  # fingerprint records, by target
         self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
         self.dynamic: dict[Node, list[Node]] = {}
@@ -344,7 +345,7 @@ class Run:
                 forced = None if self.force_all else self.force
                 decide(order, self.check_dependencies, self.rerun_stale, forced, EXTERNAL)
             for st in new:
-                if st.exists and st.record is None and st.stale:
+                if st.exists and st.record is None and st.stale and st not in self.warned:
                     t = self.target_of(st.node)
                     log.warning("target without fingerprint record: rebuilding", path=t.path if t else "")
         except BaseException:
@@ -439,6 +440,7 @@ class Run:
             return msgspec.json.decode(await target.store.read(path), type=Record)
         except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError) as e:
             log.warning("unreadable fingerprint record: rebuilding", path=target.store.display(path), error=str(e))
+            self.warned.add(st)
             st.record = None
             return None
 
