@@ -30,10 +30,18 @@ async def fit_model(model: Model, values: list[float] = af.depends(prepare_data)
     return {"model": model.value, "estimate": round(sum(values) / len(values) * factor, 4)}
 
 
+def fits() -> list[af.Node]:
+    """Every estimation: 4 data sets x 3 models. From the shell, one of them and what it needs:
+
+    asyncflow run examples/pytask_repetition.py:fits -k "linear_probability and data_0"
+    """
+    return fit_model.product(data=["data_0", "data_1", "data_2", "data_3"], model=list(Model))
+
+
 async def main() -> None:
-    fits = fit_model.product(data=["data_0", "data_1", "data_2", "data_3"], model=list(Model))
-    print(len(fits), "fits, e.g.", fits[0].id)
-    flow = af.Workflow(fits)
+    estimations = fits()
+    print(len(estimations), "fits, e.g.", estimations[0].id)
+    flow = af.Workflow(estimations)
     result = await flow.run()
     print(result)
     estimates = await flow.outputs(fit_model)

@@ -1,0 +1,523 @@
+"""The `asyncflow` command: run, preview, reset, graph, list and export flows, and run DAGs by label.
+
+Exit status: 0 on success, 1 when a task failed (its traceback first, then the summary), 2 for bad
+usage (one line on stderr saying what is wrong; never a Python traceback). Stdout carries only the
+command's output (the preview tree, node ids, a graph); progress, logs and summaries go to stderr.
+This is the one module that configures logging (structlog, to stderr).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import time
+import tomllib
+import traceback
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import msgspec
+import structlog
+
+import asyncflow as af
+from asyncflow import events
+
+from ._errors import root_cause
+from ._render import summary
+from ._select import compile_expression
+
+CONFIG_KEYS = {
+    "store",
+    "storage_options",
+    "max_concurrency",
+    "limits",
+    "check_dependencies",
+    "rerun_stale",
+    "fail_fast",
+    "log_level",
+    "dag_module",
+}
+
+
+class Usage(Exception):
+    """Bad usage: one line, exit status 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise Usage(message)
+
+
+# configuration ------------------------------------------------------------------------------------
+
+
+def find_config(start: Path) -> tuple[Path | None, dict[str, Any]]:
+    """`[tool.asyncflow]` of the nearest pyproject.toml at or above `start`."""
+    for folder in [start, *start.parents]:
+        path = folder / "pyproject.toml"
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as e:
+                _fail(f"{path}: {e}")
+            return path, data.get("tool", {}).get("asyncflow", {})
+    return None, {}
+
+
+def apply_config(path: Path | None, config: dict[str, Any]) -> dict[str, Any]:
+    """Settings from the file, unless an ASYNCFLOW_* variable says otherwise."""
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        _fail(f"{path}: unknown key(s) in [tool.asyncflow]: {', '.join(sorted(unknown))}")
+    for key, value in config.items():
+        if key != "dag_module" and f"ASYNCFLOW_{key.upper()}" not in os.environ:
+            setattr(af.settings, key, value)
+    return config
+
+
+def configure_logging() -> None:
+    level = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}.get(
+        str(af.settings.log_level).upper(), 30
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
+# targets ------------------------------------------------------------------------------------------
+
+
+def import_module(spec: str) -> Any:
+    """A file (`path/to/x.py`) or a module (`pkg.mod`), with the current directory on sys.path."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = Path(spec).resolve()
+        if not path.is_file():
+            _fail(f"file not found: {spec}")
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))  # so worker processes can import it too
+        name = path.stem
+        if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+            return sys.modules[name]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None
+        assert module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        if e.name and spec.startswith(e.name):
+            _fail(f"module not found: {spec}")
+        raise
+
+
+def split_target(target: str) -> tuple[str, str]:
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name:
+        _fail(f"TARGET must be path/to/file.py:NAME or package.module:NAME, got {target!r}")
+    return where, name
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            _fail(f"-p takes name=value, got {pair!r}")
+        out[name.strip()] = value
+    return out
+
+
+def convert_for(tasks: list[af.Task], raw: dict[str, str]) -> dict[str, Any]:
+    """Command-line strings converted by the annotation of the first task that takes them."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        param = next((t.params[name] for t in tasks if name in t.params), None)
+        if param is None:
+            known = sorted({p for t in tasks for p in t.params})
+            _fail(f"unknown parameter {name!r}; known: {', '.join(known) or 'none'}")
+        out[name] = param.convert(value, strict=False)
+    return out
+
+
+def call_with_strings(fn: Callable[..., Any], raw: dict[str, str]) -> Any:
+    """Call a plain function with -p values converted by its annotations."""
+    sig = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in sig.parameters:
+            _fail(f"{fn.__name__}() has no parameter {name!r}; it takes {', '.join(sig.parameters) or 'none'}")
+        ann = hints.get(name, Any)
+        try:
+            kwargs[name] = value if ann in (Any, str) else msgspec.convert(value, ann, strict=False)
+        except msgspec.ValidationError as e:
+            _fail(f"parameter {name!r} of {fn.__name__}() expects {getattr(ann, '__name__', ann)}: {e}")
+    return fn(**kwargs)
+
+
+def as_nodes(value: Any, what: str) -> list[af.Node]:
+    if isinstance(value, af.Node):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, af.Node) for v in value):
+        return list(value)
+    _fail(f"{what} is not a node or a list of nodes (got {type(value).__name__})")
+
+
+def load_flow(target: str, params: tuple[str, ...], options: dict[str, Any]) -> af.Workflow:
+    """The Workflow a TARGET names: a task (bound with -p), a node, nodes, a function, a Workflow or a DAG."""
+    where, name = split_target(target)
+    module = import_module(where)
+    try:
+        obj = getattr(module, name)
+    except AttributeError:
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, (af.Task, af.Workflow, af.Node)))
+        _fail(f"no {name!r} in {where}; it defines: {', '.join(found) or 'no tasks'}")
+    raw = parse_params(params)
+    if isinstance(obj, af.Task):
+        return af.Workflow(obj.bind((), convert_for([obj], raw), strict=False), **options)
+    if isinstance(obj, type) and issubclass(obj, af.DAG):
+        return af.Workflow(list(obj.tasks), convert_for(list(obj.tasks), raw), **options)
+    if isinstance(obj, af.Workflow):
+        if raw:
+            _fail(f"{name} is a Workflow: its parameters are fixed; -p does not apply")
+        flow = af.Workflow(obj._roots, obj.params, **{**obj.options, **options})
+        return flow
+    if isinstance(obj, (af.Node, list, tuple)):
+        if raw:
+            _fail(f"{name} is already bound: -p does not apply")
+        return af.Workflow(as_nodes(obj, name), **options)
+    if callable(obj):
+        return af.Workflow(as_nodes(call_with_strings(obj, raw), f"{name}(...)"), **options)
+    _fail(f"{name} in {where} is a {type(obj).__name__}: expected a task, nodes, a function, a Workflow or a DAG")
+
+
+def select(flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = ()) -> list[af.Node] | None:
+    """The nodes matching -k (or with these exact ids), as roots (selected ones upstream of other
+    selected ones dropped)."""
+    if not expression and not exact:
+        return None
+    graph = flow._graph()
+    if exact:
+        chosen = [n for n in graph if n.id in exact]
+        missing = set(exact) - {n.id for n in chosen}
+        if missing:
+            _fail(f"no node with id {sorted(missing)[0]!r} in this flow (see `asyncflow list`)")
+    else:
+        matcher = compile_expression(expression or "")
+        chosen = [n for n in graph if matcher(n.id)]
+        if not chosen:
+            _fail(f"no node matches -k {expression!r}")
+    below: set[af.Node] = set()
+    stack = [d for n in chosen for d in n.deps]
+    while stack:
+        n = stack.pop()
+        if n not in below:
+            below.add(n)
+            stack.extend(n.deps)
+    return [n for n in chosen if n not in below]
+
+
+# progress -----------------------------------------------------------------------------------------
+
+
+class Reporter:
+    """Progress on stderr: a rich bar on a terminal, plain lines otherwise, nothing when quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.done = self.failed = self.running = self.skipped = 0
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.task_id: Any = None
+        if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.task_id = self.bar.add_task("starting", total=None)
+
+    def __enter__(self) -> Reporter:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, events.TaskStarted):
+            if event.attempt == 1:
+                self.running += 1
+        elif isinstance(event, events.TaskSucceeded):
+            self.running -= 1
+            self.done += 1
+            self._line(f"ran {event.node_id} ({event.duration:.3f}s)")
+        elif isinstance(event, events.TaskFailed):
+            self.running = max(0, self.running - 1)
+            self.failed += 1
+            self._line(f"failed {event.node_id}: {event.error}")
+        elif isinstance(event, events.TaskSkipped):
+            self.skipped += 1
+        if self.bar is not None:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            finished = self.done + self.failed + self.skipped
+            self.bar.update(
+                self.task_id,
+                description=(
+                    f"done {self.done}  running {self.running}  failed {self.failed}  "
+                    f"skipped {self.skipped}  {self.done / elapsed:.1f} nodes/s"
+                ),
+                completed=finished,
+                total=finished + self.running,
+            )
+
+    def _line(self, text: str) -> None:
+        if not self.quiet and self.bar is None:
+            print(text, file=sys.stderr, flush=True)
+
+
+# commands -----------------------------------------------------------------------------------------
+
+
+def _flow_options(store: str | None, max_concurrency: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"execution_summary": False}
+    if store:
+        options["store"] = store
+    if max_concurrency is not None:
+        options["max_concurrency"] = max_concurrency
+    return options
+
+
+def _target_args(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("-k", "expression", default=None, help="Only nodes whose id matches (pytest-style).")(fn)
+    fn = click.option("--store", default=None, help="Store URL (fsspec), e.g. ./data or s3://bucket/prefix.")(fn)
+    fn = click.option("-p", "params", multiple=True, help="A parameter: name=value (repeatable).")(fn)
+    return click.argument("target")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """asyncflow: run async workflows from the shell."""
+
+
+def _run_flow(
+    flow: af.Workflow, roots: list[af.Node] | None, force: tuple[str, ...], force_all: bool, quiet: bool
+) -> int:
+    import anyio
+
+    reporter = Reporter(quiet)
+
+    async def go() -> af.RunResult:
+        with reporter:
+            return await flow.run(roots, force=list(force) or None, force_all=force_all, on_event=reporter)
+
+    try:
+        result = anyio.run(go)
+    except af.FlowFailed as e:
+        cause = root_cause(e.errors[0]) if e.errors else e
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+        print(summary(e.result), file=sys.stderr)
+        return 1
+    if not quiet:
+        print(summary(result), file=sys.stderr)
+    return 0
+
+
+def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--node", "nodes", multiple=True, help="Only the node with this exact id (repeatable).")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress and no summary (errors still show).")(fn)
+    fn = click.option("--force-all", is_flag=True, help="Rebuild every node.")(fn)
+    fn = click.option("--force", multiple=True, help="Rebuild this task's nodes and what depends on them.")(fn)
+    return click.option("--max-concurrency", type=int, default=None, help="Task bodies running at once.")(fn)
+
+
+@cli.command()
+@_target_args
+@_run_options
+def run(target: str, params: tuple[str, ...], store: str | None, expression: str | None,
+        max_concurrency: int | None, force: tuple[str, ...], force_all: bool, quiet: bool,
+        nodes: tuple[str, ...]) -> int:  # fmt: skip
+    """Run TARGET (what is not complete, and its upstream)."""
+    flow = load_flow(target, params, _flow_options(store, max_concurrency))
+    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet)
+
+
+@cli.command()
+@_target_args
+def preview(target: str, params: tuple[str, ...], store: str | None, expression: str | None) -> int:
+    """Print TARGET's tree with each node's status (nothing runs)."""
+    import anyio
+
+    flow = load_flow(target, params, _flow_options(store, None))
+    roots = select(flow, expression)
+    print(anyio.run(flow.preview, roots))
+    return 0
+
+
+@cli.command(name="list")
+@_target_args
+def list_(target: str, params: tuple[str, ...], store: str | None, expression: str | None) -> int:
+    """Print the ids of TARGET's nodes, one per line."""
+    flow = load_flow(target, params, _flow_options(store, None))
+    roots = select(flow, expression)
+    nodes = af.Workflow(roots)._graph() if roots is not None else flow._graph()
+    for node in nodes:
+        print(node.id)
+    return 0
+
+
+@cli.command()
+@_target_args
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+def graph(target: str, params: tuple[str, ...], store: str | None, expression: str | None, fmt: str) -> int:
+    """Print TARGET's graph as mermaid or dot, with statuses."""
+    import anyio
+
+    flow = load_flow(target, params, _flow_options(store, None))
+    tree = anyio.run(flow.preview, select(flow, expression))
+    print(tree.mermaid() if fmt == "mermaid" else tree.dot())
+    return 0
+
+
+@cli.command()
+@_target_args
+@click.option("--task", "task_name", required=True, help="The task whose targets to delete.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def reset(target: str, params: tuple[str, ...], store: str | None, expression: str | None,
+          task_name: str, yes: bool) -> int:  # fmt: skip
+    """Delete the targets of one task's nodes in TARGET's flow."""
+    import anyio
+
+    flow = load_flow(target, params, _flow_options(store, None))
+    roots = select(flow, expression)
+    nodes = [n for n in (af.Workflow(roots)._graph() if roots else flow._graph()) if n.task.name == task_name]
+    if not nodes:
+        names = sorted({n.task.name for n in flow._graph()})
+        _fail(f"no task {task_name!r} in this flow; its tasks: {', '.join(names)}")
+    if not yes and sys.stdin.isatty() and not click.confirm(f"Delete the targets of {len(nodes)} {task_name} node(s)?"):
+        print("nothing deleted", file=sys.stderr)
+        return 0
+    for path in anyio.run(flow.reset, nodes):
+        print(path)
+    return 0
+
+
+def _dag_module(module: str | None, config: dict[str, Any]) -> str:
+    found = module or config.get("dag_module")
+    if not found:
+        _fail("no DAG module: pass --module M or set dag_module in [tool.asyncflow]")
+    return str(found)
+
+
+@cli.command()
+@click.argument("label")
+@click.option("--module", "-m", default=None, help="The module defining the DAGs.")
+@click.option("-p", "params", multiple=True, help="A parameter: name=value (repeatable).")
+@click.option("--store", default=None)
+@click.option("-k", "expression", default=None)
+@_run_options
+@click.pass_obj
+def dag(config: dict[str, Any], label: str, module: str | None, params: tuple[str, ...], store: str | None,
+        expression: str | None, max_concurrency: int | None, force: tuple[str, ...], force_all: bool,
+        quiet: bool, nodes: tuple[str, ...]) -> int:  # fmt: skip
+    """Run the DAG registered under LABEL (Gluepy's `manage.py dag LABEL`)."""
+    name = _dag_module(module, config)
+    import_module(name)
+    try:
+        cls = af.DAG.get(label)
+    except af.ParameterError as e:
+        _fail(str(e))
+    flow = af.Workflow(list(cls.tasks), convert_for(list(cls.tasks), parse_params(params)),
+                       **_flow_options(store, max_concurrency))  # fmt: skip
+    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet)
+
+
+@cli.group()
+def export() -> None:
+    """Export a DAG for another orchestrator."""
+
+
+@export.command()
+@click.argument("label")
+@click.option("--module", "-m", default=None, help="The module defining the DAGs.")
+@click.option("--output", "-o", default=None, help="Write here instead of stdout.")
+@click.pass_obj
+def airflow(config: dict[str, Any], label: str, module: str | None, output: str | None) -> int:
+    """An Airflow DAG file: one task per node, each running `asyncflow run` for that node."""
+    from ._export import airflow_dag
+
+    name = _dag_module(module, config)
+    import_module(name)
+    try:
+        cls = af.DAG.get(label)
+    except af.ParameterError as e:
+        _fail(str(e))
+    text = airflow_dag(label, name, cls, af.Workflow(list(cls.tasks))._graph())
+    if output:
+        Path(output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        path, config = find_config(Path.cwd())
+        apply_config(path, config)
+        configure_logging()
+        status = cli.main(args=args, prog_name="asyncflow", standalone_mode=False, obj=config)
+    except Usage as e:
+        print(f"asyncflow: error: {e}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("asyncflow: aborted", file=sys.stderr)
+        return 2
+    except click.UsageError as e:
+        print(f"asyncflow: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except (af.ParameterError, af.CycleError) as e:
+        print(f"asyncflow: error: {e}", file=sys.stderr)
+        return 2
+    except af.MissingInputError as e:
+        print(f"asyncflow: {e}", file=sys.stderr)
+        return 1
+    except (af.StorageError, af.TargetError) as e:
+        print(f"asyncflow: {e}", file=sys.stderr)
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

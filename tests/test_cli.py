@@ -1,0 +1,255 @@
+"""The `asyncflow` command, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pty
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PIPELINE = """
+import datetime as dt
+import enum
+import sys
+import asyncflow as af
+
+class Model(enum.Enum):
+    OLS = "ols"
+    LOGIT = "logit"
+
+@af.task
+async def get_data(n: int = 3, when: dt.date = dt.date(2024, 1, 1)) -> list[int]:
+    return list(range(n))
+
+@af.task
+async def fit(data: list[int] = af.depends(get_data), model: Model = Model.OLS, scale: float = 1.0,
+              tags: list[str] = [], verbose: bool = False) -> dict:
+    return {"model": model.value, "total": sum(data) * scale, "tags": tags, "verbose": verbose}
+
+@af.task
+async def boom(data: list[int] = af.depends(get_data)) -> int:
+    raise ValueError("exploded on purpose")
+
+def fits(n: int = 2):
+    return [fit(n=n, model=m) for m in Model]
+
+one = get_data(n=5)
+flow = af.Workflow(fit, params={"n": 4})
+
+class Training(af.DAG):
+    label = "training"
+    tasks = [get_data, fit]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pipe.py").write_text(PIPELINE)
+    return tmp_path
+
+
+def af_cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "asyncflow", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_console_script_and_module_are_the_same_command(project: Path) -> None:
+    script = Path(sys.executable).parent / "asyncflow"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=project)
+    assert out.returncode == 0 and "preview" in out.stdout and "run" in out.stdout
+    assert af_cli(project, "--help").stdout == out.stdout
+
+
+def test_preview_prints_the_tree_alone_on_stdout(project: Path) -> None:
+    out = af_cli(project, "preview", "pipe.py:fit", "-p", "n=2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "└─ fit[model=ols, n=2, scale=1.0, tags=[], verbose=False, when=2024-01-01] PENDING\n" + (
+        "   └─ get_data[n=2, when=2024-01-01] PENDING\n"
+    )
+
+
+def test_run_then_everything_is_complete(project: Path) -> None:
+    out = af_cli(project, "run", "pipe.py:fit", "-p", "n=2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+    assert "ran get_data[n=2, when=2024-01-01]" in out.stderr  # plain lines: not a terminal
+    assert "===== asyncflow execution summary =====" in out.stderr
+    assert "data" in os.listdir(project)  # the default ./data store
+    again = af_cli(project, "preview", "pipe.py:fit", "-p", "n=2")
+    assert again.stdout.count("COMPLETE") == 2
+    quiet = af_cli(project, "run", "pipe.py:fit", "-p", "n=2", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_parameters_are_converted_by_their_annotations(project: Path) -> None:
+    args = ["-p", "n=4", "-p", "model=logit", "-p", "scale=0.5", "-p", "tags=[\"a\",\"b\"]", "-p", "verbose=1",
+            "-p", "when=2024-02-03"]  # fmt: skip
+    out = af_cli(project, "list", "pipe.py:fit", *args)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        'fit[model=logit, n=4, scale=0.5, tags=["a","b"], verbose=True, when=2024-02-03]',
+        "get_data[n=4, when=2024-02-03]",
+    ]
+    assert "verbose=False" in af_cli(project, "list", "pipe.py:fit", "-p", "verbose=false").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "pipe.py:fit", "-p", "n=lots"], "parameter 'n' expects int, got 'lots'"),
+        (["run", "pipe.py:fit", "-p", "model=probit"], "parameter 'model' expects Model"),
+        (["run", "pipe.py:fit", "-p", "nope=1"], "unknown parameter 'nope'"),
+        (["run", "pipe.py:nothing"], "no 'nothing' in pipe.py"),
+        (["run", "missing.py:fit"], "file not found: missing.py"),
+        (["run", "pipe.py"], "TARGET must be path/to/file.py:NAME"),
+        (["dag", "nope", "--module", "pipe"], "unknown DAG label 'nope'; known: training"),
+        (["run", "pipe.py:fit", "-k", "fit and"], "-k expression 'fit and' ends too early"),
+        (["run", "pipe.py:fit", "--max-concurrency", "x"], "'x' is not a valid integer"),
+        (["reset", "pipe.py:fit", "--task", "nope", "--yes"], "no task 'nope' in this flow"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_status_2(project: Path, args: list[str], message: str) -> None:
+    out = af_cli(project, *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_failing_task_exits_1_with_traceback_then_summary(project: Path) -> None:
+    out = af_cli(project, "run", "pipe.py:boom")
+    assert out.returncode == 1
+    tb = out.stderr.index("Traceback (most recent call last)")
+    err = out.stderr.index("ValueError: exploded on purpose", tb)
+    summary = out.stderr.index("===== asyncflow execution summary =====")
+    assert tb < err < summary
+    assert "This run failed" in out.stderr
+
+
+def test_targets_can_be_nodes_functions_workflows_and_modules(project: Path) -> None:
+    assert af_cli(project, "list", "pipe.py:one").stdout == "get_data[n=5, when=2024-01-01]\n"
+    fits = af_cli(project, "list", "pipe:fits", "-p", "n=7").stdout.splitlines()
+    assert [x for x in fits if x.startswith("fit")] == [
+        "fit[model=ols, n=7, scale=1.0, tags=[], verbose=False, when=2024-01-01]",
+        "fit[model=logit, n=7, scale=1.0, tags=[], verbose=False, when=2024-01-01]",
+    ]
+    assert af_cli(project, "list", "pipe.py:flow").stdout.splitlines()[0].startswith("fit[model=ols, n=4")
+    assert af_cli(project, "run", "pipe:Training", "-q").returncode == 0
+
+
+def test_k_selects_nodes_and_their_upstream_only(project: Path) -> None:
+    out = af_cli(project, "preview", "pipe:fits", "-p", "n=2", "-k", "LOGIT and not ols")
+    assert out.stdout.splitlines() == [
+        "└─ fit[model=logit, n=2, scale=1.0, tags=[], verbose=False, when=2024-01-01] PENDING",
+        "   └─ get_data[n=2, when=2024-01-01] PENDING",
+    ]
+    ran = af_cli(project, "run", "pipe:fits", "-p", "n=2", "-k", "logit")
+    assert "ran fit[model=logit" in ran.stderr and "model=ols" not in ran.stderr
+    after = af_cli(project, "preview", "pipe:fits", "-p", "n=2").stdout
+    assert "fit[model=ols, n=2, scale=1.0, tags=[], verbose=False, when=2024-01-01] PENDING" in after
+    assert "fit[model=logit, n=2, scale=1.0, tags=[], verbose=False, when=2024-01-01] COMPLETE" in after
+
+
+def test_reset_deletes_one_tasks_targets(project: Path) -> None:
+    af_cli(project, "run", "pipe.py:fit", "-q")
+    out = af_cli(project, "reset", "pipe.py:fit", "--task", "get_data", "--yes")
+    assert out.returncode == 0
+    assert len(out.stdout.splitlines()) == 1 and "/get_data/" in out.stdout
+    tree = af_cli(project, "preview", "pipe.py:fit").stdout
+    assert "get_data[n=3, when=2024-01-01] PENDING" in tree
+
+
+def test_graph_formats(project: Path) -> None:
+    mermaid = af_cli(project, "graph", "pipe.py:fit").stdout
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 1
+    dot = af_cli(project, "graph", "pipe.py:fit", "--format", "dot").stdout
+    assert dot.startswith("digraph") and dot.count("->") == 1
+
+
+def test_configuration_from_pyproject_and_environment(project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [tool.asyncflow]
+            store = "from-config"
+            dag_module = "pipe"
+            max_concurrency = 2
+            """
+        )
+    )
+    sub = project / "sub"
+    sub.mkdir()
+    (sub / "pipe.py").write_text(PIPELINE)
+    out = af_cli(sub, "dag", "training", "-q")  # the module comes from the nearest config
+    assert out.returncode == 0, out.stderr
+    assert (sub / "from-config").is_dir()
+    af_cli(sub, "run", "pipe.py:one", "-q", env={"ASYNCFLOW_STORE": "from-env"})
+    assert (sub / "from-env").is_dir()
+    af_cli(sub, "run", "pipe.py:one", "-q", "--store", "from-flag", env={"ASYNCFLOW_STORE": "from-env"})
+    assert (sub / "from-flag").is_dir()
+    (project / "pyproject.toml").write_text("[tool.asyncflow]\nstroe = 'x'\n")
+    bad = af_cli(sub, "run", "pipe.py:one")
+    assert bad.returncode == 2 and "unknown key(s) in [tool.asyncflow]: stroe" in bad.stderr
+
+
+def test_export_airflow_mirrors_the_graph(project: Path) -> None:
+    out = af_cli(project, "export", "airflow", "training", "--module", "pipe")
+    assert out.returncode == 0, out.stderr
+    tree = ast.parse(out.stdout)
+    tasks = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
+    assert len(tasks) == 2
+    edges = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
+    assert len(edges) == 1
+    assert "asyncflow run pipe:Training --node 'get_data[n=3, when=2024-01-01]' --quiet" in out.stdout
+    node_run = af_cli(project, "run", "pipe:Training", "--node", "get_data[n=3, when=2024-01-01]")
+    assert node_run.returncode == 0 and "ran get_data" in node_run.stderr and "ran fit" not in node_run.stderr
+
+
+def test_progress_bar_on_a_terminal(project: Path) -> None:
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asyncflow", "run", "pipe.py:fit", "-p", "n=9"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(60) == 0
+    proc.stdout.close()  # type: ignore[union-attr]
+    text = b"".join(chunks).decode(errors="replace")
+    assert "execution summary" in text
+    assert "ran get_data" not in text  # on a terminal: the bar, not plain lines
+    assert "nodes/s" in text and "failed 0" in text
+
+
+def test_pytask_example_selects_one_estimation(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "pytask_repetition.py"
+    sel = "linear_probability and data_0"
+    listed = af_cli(tmp_path, "list", f"{example}:fits", "-k", sel).stdout.splitlines()
+    assert listed == ["fit_model[data=data_0, model=linear_probability, n=50]", "prepare_data[data=data_0, n=50]"]
+    out = af_cli(tmp_path, "run", f"{example}:fits", "-k", sel)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("\nran ") + out.stderr.startswith("ran ") == 2
