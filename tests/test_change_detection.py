@@ -364,6 +364,7 @@ class Pipeline:
         return self.log.read_text().split()
 
 
+@pytest.mark.slow
 def test_edits_between_processes_rebuild_exactly_what_they_affect(tmp_path) -> None:
     p = Pipeline(tmp_path)
     assert p.run() == ["get_data", "fit", "report"]

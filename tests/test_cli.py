@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses: the same on every backend, run once
+
 PIPELINE = """
 import datetime as dt
 import enum

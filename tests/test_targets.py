@@ -242,6 +242,7 @@ async def test_failing_body_leaves_no_target(any_store) -> None:
     assert not await raw_exists(flow.target().path)
 
 
+@pytest.mark.slow
 def test_killed_process_mid_write_leaves_no_complete_looking_target(tmp_path) -> None:
     store = tmp_path / "store"
     script = tmp_path / "big.py"

@@ -69,6 +69,7 @@ def test_node_holding_nodes_shows_a_short_digest() -> None:
     assert node != merge(parts={"a": get_data(1), "b": get_data(2), "c": get_data(4)})
 
 
+@pytest.mark.slow
 def test_node_id_and_key_are_identical_across_processes(tmp_path) -> None:
     mod = tmp_path / "pipe_ids.py"
     mod.write_text(
