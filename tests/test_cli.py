@@ -255,3 +255,13 @@ def test_pytask_example_selects_one_estimation(tmp_path: Path) -> None:
     out = af_cli(tmp_path, "run", f"{example}:fits", "-k", sel)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("\nran ") + out.stderr.startswith("ran ") == 2
+
+
+def test_force_and_force_all(project: Path) -> None:
+    af_cli(project, "run", "pipe.py:fit", "-q")
+    forced = af_cli(project, "run", "pipe.py:fit", "--force", "fit")
+    assert "ran fit[" in forced.stderr and "ran get_data" not in forced.stderr
+    everything = af_cli(project, "run", "pipe.py:fit", "--force-all")
+    assert "ran fit[" in everything.stderr and "ran get_data" in everything.stderr
+    nothing = af_cli(project, "run", "pipe.py:fit", "--max-concurrency", "1")
+    assert "ran " not in nothing.stderr and nothing.returncode == 0
