@@ -188,6 +188,7 @@ class Run:
         self.listings: dict[tuple[Any, str], set[str] | anyio.Event] = {}
         self.listed_at: dict[tuple[Any, str], int] = {}  # the store's generation when listed
         self.warned: set[NodeState] = set()  # records already warned about
+        self.checked: set[Any] = set()  # stores found usable in this run
         self.records: dict[tuple[Any, str], dict[str, RecordName]] = {}  # fingerprint records, by target
         self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
         self.dynamic: dict[Node, list[Node]] = {}
@@ -262,6 +263,10 @@ class Run:
             k = (store.key, folder)
             folders[k] = (store, folder)
             groups.append((k, "." + task.format.ext, sts))
+        for store, _ in folders.values():
+            if store.key not in self.checked:
+                self.checked.add(store.key)
+                await store.check()  # a missing bucket or a refused login fails here, before any body
         todo = [k for k in folders if k not in self.listings]
         waits = [v for k in folders if isinstance(v := self.listings.get(k), anyio.Event)]
         if todo or externals:

@@ -16,8 +16,9 @@ import hashlib
 import itertools
 import os
 import secrets
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -30,6 +31,7 @@ import sniffio
 from ._errors import StorageError
 
 TMP_MARK = ".asyncflow-tmp-"
+S3_PART = 8 * 2**20  # multipart upload parts: outputs of 16 MiB and more go up in parts
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
 
 _PENDING, _RUNNING, _DONE = 0, 1, 2
@@ -248,27 +250,67 @@ class Store:
         return f"{self.protocol}://{path.lstrip('/')}" if self.kind != "memory" else f"memory://{path.lstrip('/')}"
 
     # filesystem instances -------------------------------------------------------------------
+    def _options(self, asynchronous: bool) -> dict[str, Any]:
+        """Options for our own filesystem instances: not shared with other code (fsspec's instance
+        cache), no listings cache (other processes write here too), and for S3 few retries, so
+        that an unreachable endpoint fails fast instead of in a retry storm."""
+        opts: dict[str, Any] = {"skip_instance_cache": True, **self.storage_options}
+        if self.kind == "async":
+            opts.setdefault("use_listings_cache", False)
+            if self.protocol in ("s3", "s3a"):
+                opts.setdefault(
+                    "config_kwargs", {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5}
+                )
+        if asynchronous:
+            opts["asynchronous"] = True
+        return opts
+
     def sync_fs(self) -> Any:
         if self._sync_fs is None:
-            opts = dict(self.storage_options)
-            if self.kind == "async":
-                opts.setdefault("skip_instance_cache", True)
-            self._sync_fs = self._cls(**opts)
+            self._sync_fs = self._cls(**self._options(False)) if self.kind != "memory" else self._cls()
         return self._sync_fs
 
     def _native(self) -> Any | None:
-        """An asynchronous instance bound to the running asyncio loop, or None (use threads)."""
+        """An asynchronous instance for the running asyncio loop, or None (use threads).
+
+        One per store and event loop, reused by every run on that loop (a client costs ~50 ms
+        to make); its session is closed when the loop shuts down."""
         if self.kind != "async" or sniffio.current_async_library() != "asyncio":
             return None
         import asyncio
 
         loop = asyncio.get_running_loop()
-        fs = self._async_fs.get(id(loop))
-        if fs is None or getattr(fs, "_loop_ref", None) is not loop:
-            fs = self._cls(asynchronous=True, skip_instance_cache=True, **self.storage_options)
-            fs._loop_ref = loop
-            self._async_fs = {id(loop): fs}
+        per_loop = _LOOP_FS.get(loop)
+        if per_loop is None:
+            per_loop = _LOOP_FS[loop] = {}
+        fs = per_loop.get(self.key)
+        if fs is None:
+            opts = self._options(True)
+            if self.protocol in ("s3", "s3a") and "session" not in opts:
+                opts["session"] = _aio_session()
+            fs = per_loop[self.key] = self._cls(**opts)
+            keeper = _keeper(fs)
+            # Started, it is an async generator the loop finalizes (closing the session) at shutdown.
+            per_loop[(self.key, "keeper")] = (keeper, loop.create_task(keeper.asend(None)))
         return fs
+
+    async def check(self) -> None:
+        """Fail early, naming the store, when it cannot be used (missing bucket, denied, down)."""
+        if self.kind not in ("async", "sync") or self.protocol not in _OBJECT_STORES:
+            return
+        bucket = self.root.strip("/").split("/", 1)[0]
+        try:
+            fs = self._native()
+            if fs is not None:
+                await fs._info(bucket)
+            else:
+                await anyio.to_thread.run_sync(self.sync_fs().info, bucket)
+        except FileNotFoundError:
+            raise StorageError(
+                f"store {self.url}: bucket {bucket!r} does not exist; create it or fix the store URL", path=self.url
+            ) from None
+        except Exception as e:
+            raise StorageError(f"store {self.url} cannot be used: {type(e).__name__}: {e}", path=self.url) from e
 
     async def _thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._batcher.call(fn, *args)
@@ -342,7 +384,9 @@ class Store:
             else:
                 fs = self._native()
                 if fs is not None:
-                    await fs._pipe_file(path, data)  # one PUT (or a multipart upload aborted on error)
+                    # One PUT, or a multipart upload (aborted on error) that appears only when complete.
+                    extra = {"chunksize": S3_PART} if self.protocol in ("s3", "s3a") else {}
+                    await fs._pipe_file(path, data, **extra)
                 elif self.protocol in _OBJECT_STORES:
                     await self._thread(self.sync_fs().pipe_file, path, data)
                 else:
@@ -462,6 +506,45 @@ def _sync_write_then_move(fs: Any, path: str, data: bytes) -> None:
         except Exception:
             pass
         raise
+
+
+_LOOP_FS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+_SESSION: Any = None
+
+
+def _aio_session() -> Any:
+    """One aiobotocore session for the process: it loads the service models once, not per client."""
+    global _SESSION
+    if _SESSION is None:
+        import aiobotocore.session
+
+        _SESSION = aiobotocore.session.AioSession()
+    return _SESSION
+
+
+async def _keeper(fs: Any) -> AsyncIterator[None]:
+    """Closes `fs` when its event loop shuts down: asyncio (asyncio.run, anyio.run, uvicorn...)
+    finalizes the async generators still alive then."""
+    try:
+        yield
+    finally:
+        await _close(fs)
+
+
+async def _close(fs: Any) -> None:
+    """Close an async filesystem's client session (s3fs, gcsfs, http); best effort."""
+    try:
+        creator = getattr(fs, "_s3creator", None)
+        if creator is not None:  # s3fs
+            await creator.__aexit__(None, None, None)
+            return
+        session = getattr(fs, "_session", None)
+        if session is not None and hasattr(session, "close"):
+            result = session.close()
+            if hasattr(result, "__await__"):
+                await result
+    except Exception:  # closing must never hide the run's own outcome
+        pass
 
 
 _STORES: dict[tuple[str, str], Store] = {}

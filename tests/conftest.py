@@ -64,18 +64,59 @@ class AsyncMemoryFS(AsyncFileSystemWrapper):
 fsspec.register_implementation("asyncmem", AsyncMemoryFS, clobber=True)
 
 
-@pytest.fixture(params=["local", "memory", "async"])
+S3_BUCKET = "asyncflow-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 protocol server (moto) on 127.0.0.1 and a free port, for the whole session."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(_AWS_ENV)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.mkdir(S3_BUCKET)
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def s3_store(s3_endpoint) -> str:
+    """A fresh prefix in the test bucket, with the endpoint in `af.settings.storage_options`."""
+    af.settings.storage_options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    return f"s3://{S3_BUCKET}/test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["local", "memory", "async", "s3"])
 def any_store(request, tmp_path) -> str:
-    """Each test using it runs once per store kind: local disk, memory, an async filesystem."""
+    """Each test using it runs once per store kind: local disk, memory, an async filesystem (in
+    memory), and S3 (s3fs against a local S3 server)."""
     if request.param == "local":
         return str(tmp_path / "store")
     if request.param == "memory":
         return f"memory://test-{uuid.uuid4().hex}"
+    if request.param == "s3":
+        return request.getfixturevalue("s3_store")
     return f"asyncmem://test-{uuid.uuid4().hex}"
 
 
 def _fs(url: str):  # type: ignore[no-untyped-def]
-    fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True)
+    options = dict(af.settings.storage_options) if url.startswith("s3://") else {}
+    fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
     return fs, path
 
 
