@@ -196,6 +196,72 @@ def staleness(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@af.task
+async def s3_leaf(i: int) -> int:
+    return i
+
+
+def fanout_s3(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
+    """Persisted fan-out on a local S3 server (moto), against s3fs calls at the same concurrency."""
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        return
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+        s3fs.S3FileSystem(skip_instance_cache=True, **options).mkdir("bench")
+        n = 500 if quick else 2_000
+        nodes = [s3_leaf(i=i) for i in range(n)]
+        counter = iter(range(10**9))
+        done_prefix = f"s3://bench/complete-{next(counter)}"
+
+        def engine(prefix: str | None = None) -> float:
+            async def go() -> float:
+                t = time.perf_counter()
+                store = prefix or f"s3://bench/engine-{next(counter)}"
+                await af.Workflow(nodes, store=store, storage_options=options, execution_summary=False).run()
+                return time.perf_counter() - t
+
+            return asyncio.run(go())
+
+        def plain(op: str) -> float:
+            async def go() -> float:
+                fs = s3fs.S3FileSystem(asynchronous=True, skip_instance_cache=True, **options)
+                prefix = f"bench/plain-{next(counter)}" if op == "pipe" else done_prefix[5:] + "/s3_leaf"
+                names = [f"{prefix}/i={i}.json" for i in range(n)]
+                if op == "info":
+                    names = [f"{prefix}/{nd.file_stem()}.json" for nd in nodes]
+                sem = asyncio.Semaphore(100)
+
+                async def one(name: str, i: int) -> None:
+                    async with sem:
+                        if op == "pipe":
+                            await fs._pipe_file(name, msgspec.json.encode(i))
+                        else:
+                            await fs._info(name)
+
+                t = time.perf_counter()
+                await asyncio.gather(*(one(name, i) for i, name in enumerate(names)))
+                elapsed = time.perf_counter() - t
+                await fs._s3creator.__aexit__(None, None, None)
+                return elapsed
+
+            return asyncio.run(go())
+
+        e, b = _median_pair(repeat, engine, lambda: plain("pipe"))
+        yield _row(f"S3 fan-out, {n:,} leaves, first run", n, e, b, note="vs s3fs pipe x N, 100 at once")
+        engine(done_prefix)
+        e, b = _median_pair(repeat, lambda: engine(done_prefix), lambda: plain("info"))
+        yield _row(f"S3 fan-out, {n:,} leaves, all complete", n, e, b, note="vs s3fs info x N, 100 at once")
+    finally:
+        server.stop()
+
+
 @dataclass
 class Scenario:
     name: str
@@ -206,4 +272,5 @@ SCENARIOS = [
     Scenario("fanout-memory", lambda repeat, quick: fanout_memory(repeat, quick)),
     Scenario("fanout-disk", lambda repeat, quick: fanout_disk(repeat, quick)),
     Scenario("staleness", lambda repeat, quick: staleness(repeat, quick)),
+    Scenario("fanout-s3", lambda repeat, quick: fanout_s3(repeat, quick)),
 ]
