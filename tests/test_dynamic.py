@@ -71,7 +71,8 @@ async def test_gather_runs_children_concurrently(store) -> None:
     assert await flow.output() == [1, 2]
 
 
-async def test_returned_nodes_keep_their_structure(store) -> None:
+async def test_returned_nodes_keep_their_structure(any_store) -> None:
+    store = any_store
     @af.task
     async def generate(n: int) -> dict:
         return {"squares": [square(x=i) for i in range(n)], "last": square(x=n), "const": 7}
@@ -81,7 +82,8 @@ async def test_returned_nodes_keep_their_structure(store) -> None:
     assert await flow.output() == {"squares": [0, 1, 4], "last": 9, "const": 7}
 
 
-async def test_flyte_generate_others_yields_and_assembles(store) -> None:
+async def test_flyte_generate_others_yields_and_assembles(any_store) -> None:
+    store = any_store
     @af.task
     async def other_task(index: int) -> int:
         return index + 100
@@ -112,7 +114,8 @@ async def test_collector_yielding_collections(store) -> None:
     assert await flow.output() == [[4, 9], {"a": 16}, "not a node"]
 
 
-async def test_recursion_to_any_depth(store) -> None:
+async def test_recursion_to_any_depth(any_store) -> None:
+    store = any_store
     @af.task
     async def fib(n: int) -> int:
         if n < 2:

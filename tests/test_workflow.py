@@ -48,7 +48,8 @@ async def test_preview_run_and_preview_again(any_store) -> None:
     assert (again.ran, again.skipped) == (0, 1)  # the complete root answers for its upstream
 
 
-async def test_reset_and_check_dependencies(store) -> None:
+async def test_reset_and_check_dependencies(any_store) -> None:
+    store = any_store
     flow = af.Workflow(train, params={"do_preprocess": True}, store=store)
     await flow.run()
     deleted = await flow.reset(get_data)
@@ -74,7 +75,8 @@ async def test_reset_and_check_dependencies(store) -> None:
     assert full.skipped == 2
 
 
-async def test_force_reruns_a_task_and_everything_downstream(store) -> None:
+async def test_force_reruns_a_task_and_everything_downstream(any_store) -> None:
+    store = any_store
     flow = af.Workflow(train(), store=store)
     await flow.run()
     forced = await flow.run(force=[preprocess])
