@@ -15,6 +15,7 @@ import structlog
 from . import _context
 from . import events as ev
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
+from ._faults import fault
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, NodeState
 from ._node import has_nodes, replace_nodes
 
@@ -28,6 +29,8 @@ log = structlog.get_logger("asyncflow")
 _LOG_NODE_ID: ContextVar[Any] = structlog.contextvars._CONTEXT_VARS.setdefault(
     "structlog_node_id", ContextVar("structlog_node_id", default=Ellipsis)
 )
+
+sleep = anyio.sleep  # between tries; tests replace it (`asyncflow._execute.sleep`): no wall-clock waits
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
@@ -94,7 +97,7 @@ async def _execute(run: Run, st: NodeState) -> None:
             if st.maybe and await run.unchanged_inputs(st):
                 await run.finish(st, COMPLETE)  # upstream rebuilt to the same bytes: early cut-off
                 return
-            if run.listing_is_stale(target) and await run.built_elsewhere(st, target):
+            if await run.built_elsewhere(st, target):
                 await run.finish(st, COMPLETE)  # another run of this process built it meanwhile
                 return
         deps = st.deps
@@ -119,7 +122,9 @@ async def _execute(run: Run, st: NodeState) -> None:
             data = target.encode(value)
             await run.begin_publish(st)
             try:
+                fault("before_publish", node.id)
                 await run.publish(st, target, data)
+                fault("after_publish", node.id)
             finally:
                 run.end_publish()
     except Exception as e:
@@ -161,7 +166,7 @@ async def _call_with_retries(run: Run, st: NodeState, kwargs: dict[str, Any]) ->
                 await run.emit(run.node_event(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e)))
             if run.log_enabled_warning:
                 log.warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
-            await run.sleep(delay)
+            await sleep(delay)
             delay *= 2
 
 

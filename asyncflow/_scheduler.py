@@ -26,6 +26,7 @@ import structlog
 
 from . import events as ev
 from ._errors import AsyncflowError, CycleError, MissingInputError, ParameterError, TaskFailed, describe, root_cause
+from ._faults import fault
 from ._fingerprint import (
     Record,
     RecordName,
@@ -178,7 +179,6 @@ class Run:
         self.force_all = force_all
         self.log_enabled_info = settings.log_enabled(20)
         self.log_enabled_warning = settings.log_enabled(30)
-        self.sleep = anyio.sleep  # replaceable: tests of retries need no wall-clock waits
         # The running backend's Event class, made directly: anyio.Event() looks the backend up
         # each time (~3 µs), and the scheduler makes one or two per node.
         self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
@@ -566,14 +566,20 @@ class Run:
         return True
 
     async def built_elsewhere(self, st: NodeState, target: Target) -> bool:
-        """After others in this process wrote in the folder since this run listed it: whether they
-        built this node, current (same fingerprint as it would have now)."""
+        """Whether another run of this process built this node, current (same fingerprint as it
+        would have now), since this run decided it had to (re-listing the folder if others wrote
+        in it since this run listed it)."""
         k = (target.store.key, target.folder)
-        generation = target.store.generation.get(target.folder, 0)
-        names, self.records[k] = await target.store.listdir(target.folder, split_names)
-        self.listings[k] = names
-        self.listed_at[k] = generation
-        record = self.records[k].get(target.name)
+        if self.listing_is_stale(target):
+            generation = target.store.generation.get(target.folder, 0)
+            names, self.records[k] = await target.store.listdir(target.folder, split_names)
+            self.listings[k] = names
+            self.listed_at[k] = generation
+        else:
+            names = self.listings.get(k)  # type: ignore[assignment]
+            if st.exists or not isinstance(names, set):
+                return False  # decided from this very listing
+        record = self.records.get(k, {}).get(target.name)
         if target.name not in names or record is None or record.own != own_fingerprint(st.node):
             return False
         if self.check_dependencies and record.inputs_fp != inputs_fingerprint(self._inputs(st, list(st.deps))):
@@ -921,6 +927,7 @@ class Run:
         self.thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self.flights = _flights()
         states = await self.plan(roots)  # errors here (missing inputs, cycles) come before any body
+        fault("after_plan", ",".join(st.node.id for st in states[:3]))
         waiting = [s for s in states if s.status not in FINISHED]
         async with anyio.create_task_group() as tg:
             self.tg = tg

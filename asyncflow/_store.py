@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ import msgspec
 import sniffio
 
 from ._errors import StorageError
+from ._faults import fault
 
 TMP_MARK = ".asyncflow-tmp-"
 S3_PART = 8 * 2**20  # multipart upload parts: outputs of 16 MiB and more go up in parts
@@ -124,12 +126,39 @@ class ThreadBatcher:
 # local-disk primitives (run in worker threads) -------------------------------------------------
 
 
+TMP_MAX_AGE = 3600.0  # seconds: a temporary file older than this is a dead writer's leftover
+
+
 def _local_list(folder: str) -> set[str]:
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return set()
-    return {n for n in names if TMP_MARK not in n}
+    out = set()
+    for n in names:
+        if TMP_MARK in n:
+            _sweep(os.path.join(folder, n))
+        else:
+            out.add(n)
+    return out
+
+
+def _sweep(path: str) -> None:
+    """Remove a temporary file left by a killed writer (old enough that no live one owns it)."""
+    try:
+        if time.time() - os.stat(path).st_mtime > TMP_MAX_AGE:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _local_exists(path: str) -> bool:
+    """Like os.path.exists, but only "not found" means False: other errors are raised."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _then(then: Callable[[Any], Any], fn: Callable[..., Any], *args: Any) -> Any:
@@ -154,7 +183,13 @@ def _local_publish(target: str, data: bytes, record: str, record_data: bytes, ol
     if old_record is not None:  # first: a target without its record is never trusted
         _local_delete([old_record])
     _local_write(target, data)
-    _local_write(record, record_data)
+    # The record's decisions are in its name; a content cut short by a crash is unreadable, which
+    # means "rebuild", never "trust": so it needs no temporary file and rename.
+    fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        os.write(fd, record_data)
+    finally:
+        os.close(fd)
 
 
 def _local_read(path: str) -> bytes:
@@ -182,6 +217,7 @@ def _local_write(path: str, data: bytes) -> None:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+        fault("after_temp_write", path)
         os.replace(tmp, path)  # atomic: the target appears whole or not at all
     except BaseException:
         try:
@@ -479,7 +515,7 @@ class Store:
         """Whether a file is at `path` (errors other than "not found" raise StorageError)."""
         try:
             if self.kind == "local":
-                return await self._thread(os.path.exists, path)  # type: ignore[no-any-return]
+                return await self._thread(_local_exists, path)  # type: ignore[no-any-return]
             if self.kind == "memory":
                 return self.sync_fs().exists(path)  # type: ignore[no-any-return]
             fs = self._native()
@@ -509,17 +545,17 @@ def _sync_write_then_move(fs: Any, path: str, data: bytes) -> None:
 
 
 _LOOP_FS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
-_SESSION: Any = None
+_AIO_SESSION: Any = None
 
 
 def _aio_session() -> Any:
     """One aiobotocore session for the process: it loads the service models once, not per client."""
-    global _SESSION
-    if _SESSION is None:
+    global _AIO_SESSION
+    if _AIO_SESSION is None:
         import aiobotocore.session
 
-        _SESSION = aiobotocore.session.AioSession()
-    return _SESSION
+        _AIO_SESSION = aiobotocore.session.AioSession()
+    return _AIO_SESSION
 
 
 async def _keeper(fs: Any) -> AsyncIterator[None]:

@@ -73,6 +73,7 @@ async def test_gather_runs_children_concurrently(store) -> None:
 
 async def test_returned_nodes_keep_their_structure(any_store) -> None:
     store = any_store
+
     @af.task
     async def generate(n: int) -> dict:
         return {"squares": [square(x=i) for i in range(n)], "last": square(x=n), "const": 7}
@@ -84,6 +85,7 @@ async def test_returned_nodes_keep_their_structure(any_store) -> None:
 
 async def test_flyte_generate_others_yields_and_assembles(any_store) -> None:
     store = any_store
+
     @af.task
     async def other_task(index: int) -> int:
         return index + 100
@@ -116,6 +118,7 @@ async def test_collector_yielding_collections(store) -> None:
 
 async def test_recursion_to_any_depth(any_store) -> None:
     store = any_store
+
     @af.task
     async def fib(n: int) -> int:
         if n < 2:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 PACKAGE = Path(af.__file__).parent
 
 LAYERS = {
-    "_errors": 0, "_settings": 0, "events": 0, "_identity": 0, "_context": 0,
+    "_errors": 0, "_settings": 0, "events": 0, "_identity": 0, "_context": 0, "_faults": 0,
     "_formats": 1, "_node": 1, "_task": 1,
     "_store": 2, "_targets": 2,
     "_graph": 3, "_fingerprint": 3,
