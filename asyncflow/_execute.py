@@ -49,7 +49,10 @@ async def execute(run: Run, st: NodeState) -> None:
         return
     flight = flights[key] = _Flight(run)
     try:
-        await _execute(run, st)
+        # Other runs may come to wait for this node: then its owner's cancellation must not cancel
+        # their work. They shield this scope while they wait (and unshield it when they all left).
+        with anyio.CancelScope() as flight.scope:
+            await _execute(run, st)
         if st.status in OK:
             flight.ok = True
             flight.output = st.output
@@ -68,10 +71,16 @@ async def _share(run: Run, st: NodeState, key: Any, other: Any) -> bool:
     while other is not None:
         if other.done is None:
             other.done = run.new_event()
+        other.waiters += 1
+        if other.scope is not None:
+            other.scope.shield = True
         await run.park(st)
         try:
             await other.done.wait()
         finally:
+            other.waiters -= 1
+            if other.waiters == 0 and other.scope is not None:
+                other.scope.shield = False  # nobody else needs it: its owner may cancel it
             await run.unpark(st)
         if other.ok:
             st.output = other.output

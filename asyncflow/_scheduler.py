@@ -75,7 +75,7 @@ _FLIGHTS: anyio.lowlevel.RunVar[dict[Any, _Flight]] = anyio.lowlevel.RunVar("asy
 class _Flight:
     """A node being executed by some run of this event loop; others wait instead of re-running."""
 
-    __slots__ = ("done", "error", "ok", "out_hash", "output", "run")
+    __slots__ = ("done", "error", "ok", "out_hash", "output", "run", "scope", "waiters")
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -84,6 +84,8 @@ class _Flight:
         self.error: BaseException | None = None
         self.output: Any = None
         self.out_hash: str | None = None
+        self.waiters = 0  # other runs waiting for it: while there are any, it is shielded
+        self.scope: anyio.CancelScope | None = None
 
 
 def _flights() -> dict[Any, _Flight]:

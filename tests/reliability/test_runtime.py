@@ -147,9 +147,11 @@ async def test_a_hundred_concurrent_flows_share_their_common_nodes(mem_store) ->
 async def test_cancelling_one_of_two_callers_of_a_shared_node(mem_store) -> None:
     release = anyio.Event()
     started = anyio.Event()
+    bodies = []
 
     @af.task
     async def common() -> int:
+        bodies.append(1)
         started.set()
         await release.wait()
         return 99
@@ -167,16 +169,39 @@ async def test_cancelling_one_of_two_callers_of_a_shared_node(mem_store) -> None
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as a_scope:
-                tg.start_soon(caller, "b")
+            async with anyio.create_task_group() as owner:
+                owner.start_soon(caller, "a")  # a runs `common`...
                 await started.wait()
-            async with anyio.create_task_group() as inner:
-                inner.start_soon(caller, "a")
+                tg.start_soon(caller, "b")  # ...b waits for it
                 await anyio.wait_all_tasks_blocked()
-                inner.cancel_scope.cancel()  # caller a goes away
-            assert not a_scope.cancel_called
-            release.set()
-    assert out == {"b": "b:99"}  # the other caller still gets the shared result
+                owner.cancel_scope.cancel()  # a goes away: its run ends, common goes on for b
+                release.set()
+    assert out == {"b": "b:99"}
+    assert bodies == [1]  # not cancelled and redone: finished once, for the caller still waiting
+
+
+async def test_a_shared_node_is_cancelled_when_its_last_caller_leaves(mem_store) -> None:
+    started = anyio.Event()
+    cancelled = []
+
+    @af.task
+    async def common() -> int:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(1)
+            raise
+        return 1
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(af.Workflow(common(), store=mem_store).run)
+            await started.wait()
+            tg.start_soon(af.Workflow(common(), store=mem_store).run)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert cancelled == [1]
 
 
 async def test_upstream_target_deleted_between_check_and_read(store) -> None:
