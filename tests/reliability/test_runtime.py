@@ -168,14 +168,13 @@ async def test_cancelling_one_of_two_callers_of_a_shared_node(mem_store) -> None
         out[name] = await flow.output()
 
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            async with anyio.create_task_group() as owner:
-                owner.start_soon(caller, "a")  # a runs `common`...
-                await started.wait()
-                tg.start_soon(caller, "b")  # ...b waits for it
-                await anyio.wait_all_tasks_blocked()
-                owner.cancel_scope.cancel()  # a goes away: its run ends, common goes on for b
-                release.set()
+        async with anyio.create_task_group() as tg, anyio.create_task_group() as owner:
+            owner.start_soon(caller, "a")  # a runs `common`...
+            await started.wait()
+            tg.start_soon(caller, "b")  # ...b waits for it
+            await anyio.wait_all_tasks_blocked()
+            owner.cancel_scope.cancel()  # a goes away: its run ends, common goes on for b
+            release.set()
     assert out == {"b": "b:99"}
     assert bodies == [1]  # not cancelled and redone: finished once, for the caller still waiting
 
