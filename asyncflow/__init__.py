@@ -6,7 +6,7 @@ Layers (a module imports only from layers below it; see README "Design"):
     L2 storage    _store  <-  _targets
     L3 planning   _graph
     L4 execution  _execute  <-  _scheduler
-    L5 API        _render  <-  _workflow
+    L5 API        _render  _select  _export  <-  _workflow  <-  _map
     L6 surface    __init__  __main__
 """
 
@@ -39,6 +39,7 @@ from ._errors import (
     TaskFailed as TaskFailed,
 )
 from ._formats import Format as Format
+from ._map import map as map
 from ._node import Node as Node
 from ._node import gather as gather
 from ._settings import settings as settings
@@ -93,6 +94,7 @@ __all__ = [
     "events",
     "external",
     "gather",
+    "map",
     "run",
     "settings",
     "task",

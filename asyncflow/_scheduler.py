@@ -924,10 +924,33 @@ class Run:
         return replace_nodes(value, by_node.__getitem__)
 
     # the whole run --------------------------------------------------------------------------
-    async def execute(self, roots: list[Node]) -> list[NodeState]:
-        """Plan and run `roots`; returns their states (failures are recorded, not raised)."""
+    def prepare(self) -> None:
+        """Per-event-loop resources, made when the run starts."""
         self.thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self.flights = _flights()
+
+    async def wait_any(self, states: list[NodeState], parent: NodeState | None) -> None:
+        """Wait until one of `states` has finished (a waiting body gives its slot back)."""
+        if any(s.status in FINISHED for s in states):
+            return
+        join = Join(1, self.new_event())
+        for s in states:
+            if s.joins is None:
+                s.joins = [join]
+            else:
+                s.joins.append(join)
+        if parent is None:
+            await join.event.wait()
+            return
+        await self.park(parent)
+        try:
+            await join.event.wait()
+        finally:
+            await self.unpark(parent)
+
+    async def execute(self, roots: list[Node]) -> list[NodeState]:
+        """Plan and run `roots`; returns their states (failures are recorded, not raised)."""
+        self.prepare()
         states = await self.plan(roots)  # errors here (missing inputs, cycles) come before any body
         fault("after_plan", ",".join(st.node.id for st in states[:3]))
         waiting = [s for s in states if s.status not in FINISHED]
