@@ -1,13 +1,13 @@
 """asyncflow: an asyncio-native, embeddable workflow engine.
 
 Layers (a module imports only from layers below it; see README "Design"):
-    L0 leaves     _errors  _settings  events  _identity  _context
+    L0 leaves     _errors  _settings  events  _identity  _context  _faults
     L1 model      _formats  _node  <-  _task
     L2 storage    _store  <-  _targets
-    L3 planning   _graph
-    L4 execution  _execute  <-  _scheduler
+    L3 planning   _graph  <-  _fingerprint
+    L4 execution  _execute  <-  _pool  <-  _scheduler
     L5 API        _render  _select  _export  <-  _workflow  <-  _map
-    L6 surface    __init__  __main__
+    L6 surface    __init__  cli  __main__
 """
 
 from . import events as events

@@ -37,7 +37,7 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 _NOT_RETRIED = (CycleError, MissingInputError, ParameterError, SerializationError)
 
 
-async def execute(run: Run, st: NodeState) -> None:
+async def execute(run: Run, st: NodeState, scope: anyio.CancelScope) -> None:
     """Run one ready node to the end: DONE with its output published, or FAILED."""
     from ._scheduler import _Flight
 
@@ -48,11 +48,11 @@ async def execute(run: Run, st: NodeState) -> None:
     if other is not None and await _share(run, st, key, other):
         return
     flight = flights[key] = _Flight(run)
+    # Other runs may come to wait for this node: then its owner's cancellation must not cancel their
+    # work. They shield the worker's scope while they wait (and unshield it when they all left).
+    flight.scope = scope
     try:
-        # Other runs may come to wait for this node: then its owner's cancellation must not cancel
-        # their work. They shield this scope while they wait (and unshield it when they all left).
-        with anyio.CancelScope() as flight.scope:
-            await _execute(run, st)
+        await _execute(run, st)
         if st.status in OK:
             flight.ok = True
             flight.output = st.output

@@ -1,10 +1,5 @@
-"""One run: plan what must run, then run it on a bounded, elastic pool of worker coroutines.
-
-Why a pool and not a task per node: starting an anyio task per node costs ~40-90 µs; a worker
-coroutine that takes ready nodes from a deque costs a few µs and its memory does not grow with
-the number of waiting nodes. A body that awaits other nodes *parks*: it gives its slot back and a
-new worker may start, so `max_concurrency=1` never deadlocks; it takes a slot again (ahead of new
-work) when what it waits for is done.
+"""One run: plan what must run (one listing per task folder, fingerprints decided), run it on the
+pool (`_pool`), resolve dynamic dependencies, record what each target was built from.
 
 Nodes are also de-duplicated across concurrent runs in one event loop ("flights"): a node that
 another run is executing on the same store is awaited, not run twice.
@@ -14,8 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,7 +44,6 @@ from ._graph import (
     NEW,
     OK,
     PENDING,
-    READY,
     TODO,
     UNSET,
     UPSTREAM_FAILED,
@@ -62,6 +55,7 @@ from ._graph import (
 )
 from ._identity import _enc_hook
 from ._node import Node, has_nodes, iter_nodes, replace_nodes
+from ._pool import Pool
 from ._settings import settings
 from ._store import Store, store_for_path
 from ._targets import Target, store_of
@@ -117,10 +111,6 @@ def _gc_paused() -> Iterator[None]:
 _NO_EVENTS: list[Any] = []
 
 
-def _is_external(node: Node) -> bool:
-    return node.task is EXTERNAL
-
-
 def _join(states: list[NodeState], event: anyio.Event) -> Join:
     """A Join whose `event` is set once all of `states` have finished."""
     join = Join(len(states), event)
@@ -132,26 +122,7 @@ def _join(states: list[NodeState], event: anyio.Event) -> Join:
     return join
 
 
-class _Worker:
-    __slots__ = ("event", "item")
-
-    def __init__(self, event: anyio.Event) -> None:
-        self.event = event
-        self.item: NodeState | None = None
-
-
-class _Limit:
-    """A named pool (or a task's int limit): tokens plus who waits for one."""
-
-    __slots__ = ("free", "name", "waiting")
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name = name
-        self.free = total
-        self.waiting: deque[NodeState | anyio.Event] = deque()
-
-
-class Run:
+class Run(Pool):
     """Executes nodes for one `Workflow.run()` (or `preview()`, which only plans)."""
 
     def __init__(
@@ -181,9 +152,7 @@ class Run:
         self.force_all = force_all
         self.log_enabled_info = settings.log_enabled(20)
         self.log_enabled_warning = settings.log_enabled(30)
-        # The running backend's Event class, made directly: anyio.Event() looks the backend up
-        # each time (~3 µs), and the scheduler makes one or two per node.
-        self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
+        Pool.__init__(self, max_concurrency, limits)
         self.states: dict[bytes, NodeState] = {}  # by node key: bytes hash in C, cached
         self._stores: dict[Any, Store] = {}
         self.flights: dict[Any, _Flight] = {}
@@ -192,21 +161,10 @@ class Run:
         self.warned: set[NodeState] = set()  # records already warned about
         self.checked: set[Any] = set()  # stores found usable in this run
         self.records: dict[tuple[Any, str], dict[str, RecordName]] = {}  # fingerprint records, by target
-        self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
         self.dynamic: dict[Node, list[Node]] = {}
         self.failures: list[NodeState] = []
         self.started = time.time()
         self.thread_limiter: anyio.CapacityLimiter | None = None
-        # pool
-        self.tg: Any = None
-        self.ready: deque[NodeState] = deque()
-        self.free = max_concurrency
-        self.idle: list[_Worker] = []
-        self.slot_waiters: deque[anyio.Event] = deque()
-        self.publish_free = 2 * max_concurrency
-        self.publish_waiters: deque[anyio.Event] = deque()
-        self.closing = False
-        self.peak = 0
 
     def state(self, node: Node) -> NodeState:
         """The node's state in this run."""
@@ -519,26 +477,6 @@ class Run:
                 self._queue(st)
         return roots
 
-    def _check_limit(self, st: NodeState) -> None:
-        limit = st.node.task.limit
-        if isinstance(limit, str) and limit not in self.limits:
-            raise ParameterError(
-                f"task {st.node.task.name!r} uses limit {limit!r}, but the workflow sets no such pool; "
-                f"pass limits={{{limit!r}: N}}",
-                task=st.node.task.name,
-                param="limit",
-            )
-        if isinstance(limit, int):
-            key = f"task:{st.node.task.name}"
-            if key not in self.limits:
-                self.limits[key] = _Limit(key, limit)
-
-    def _limit_of(self, st: NodeState) -> _Limit | None:
-        limit = st.node.task.limit
-        if limit is None:
-            return None
-        return self.limits[limit if isinstance(limit, str) else f"task:{st.node.task.name}"]
-
     def listing_is_stale(self, target: Target) -> bool:
         """Whether others in this process wrote or deleted in the folder since this run listed it."""
         k = (target.store.key, target.folder)
@@ -633,178 +571,6 @@ class Run:
             self.listed_at[k] = self.listed_at.get(k, 0) + 1
 
     # the pool -------------------------------------------------------------------------------
-    def _queue(self, st: NodeState) -> None:
-        st.status = READY
-        self.ready.append(st)
-        if self.tg is not None:
-            self._dispatch()
-
-    def _take(self) -> NodeState | None:
-        """The next ready node whose limit has a token (slot already taken by the caller)."""
-        while self.ready:
-            st = self.ready.popleft()
-            lim = self._limit_of(st) if st.node.task.limit is not None else None
-            if lim is not None:
-                if lim.free <= 0:
-                    lim.waiting.append(st)
-                    continue
-                lim.free -= 1
-                st.holds_limit = True
-            st.holds_slot = True
-            return st
-        return None
-
-    def _dispatch(self) -> None:
-        while self.free > 0 and (self.slot_waiters or self.ready):
-            if self.slot_waiters:
-                self.free -= 1
-                self.slot_waiters.popleft().set()  # a resuming body gets the slot
-                continue
-            self.free -= 1
-            st = self._take()
-            if st is None:
-                self.free += 1
-                return
-            self._note_peak()
-            if self.idle:
-                w = self.idle.pop()
-                w.item = st
-                w.event.set()
-            else:
-                self.tg.start_soon(self._worker, st)
-
-    def _note_peak(self) -> None:
-        used = self.max_concurrency - self.free
-        if used > self.peak:
-            self.peak = used
-
-    def _release(self, st: NodeState) -> None:
-        if st.holds_limit:
-            st.holds_limit = False
-            lim = self._limit_of(st)
-            assert lim is not None
-            lim.free += 1
-            if lim.waiting:
-                w = lim.waiting.popleft()
-                if isinstance(w, anyio.Event):
-                    lim.free -= 1
-                    w.set()
-                else:
-                    self.ready.appendleft(w)
-        if st.holds_slot:
-            st.holds_slot = False
-            self.free += 1
-
-    async def _worker(self, st: NodeState | None) -> None:
-        from ._execute import execute
-
-        me: _Worker | None = None
-        n = 0
-        while st is not None:
-            try:
-                await execute(self, st)
-            finally:
-                self._release(st)
-            st = None
-            if not self.slot_waiters and self.free > 0 and self.ready:
-                self.free -= 1
-                st = self._take()
-                if st is None:
-                    self.free += 1
-            if st is None:
-                self._dispatch()
-                if self.closing:
-                    return
-                if me is None:
-                    me = _Worker(self.new_event())
-                else:
-                    me.event = self.new_event()
-                    me.item = None
-                self.idle.append(me)
-                try:
-                    await me.event.wait()
-                except BaseException:
-                    if me in self.idle:
-                        self.idle.remove(me)
-                    raise
-                st = me.item
-            n += 1
-            if n % 64 == 0:
-                await anyio.lowlevel.checkpoint()  # a worker on a streak of instant bodies lets others in
-
-    def close(self) -> None:
-        self.closing = True
-        idle, self.idle = self.idle, []
-        for w in idle:
-            w.event.set()
-
-    async def begin_publish(self, st: NodeState) -> None:
-        """The body is done and its output goes to storage: trade the body slot for a publish token.
-
-        Why: writes then overlap with the next bodies instead of idling the pool, while the
-        number of writes in flight (and of outputs held for them) stays bounded too.
-        """
-        if self.publish_free > 0:
-            self.publish_free -= 1
-        else:
-            token = self.new_event()
-            self.publish_waiters.append(token)
-            try:
-                await token.wait()
-            except BaseException:
-                if token.is_set():
-                    self.end_publish()
-                else:
-                    self.publish_waiters.remove(token)
-                raise
-        self._release(st)
-        self._dispatch()
-
-    def end_publish(self) -> None:
-        if self.publish_waiters:
-            self.publish_waiters.popleft().set()  # hand the token over
-        else:
-            self.publish_free += 1
-
-    async def park(self, st: NodeState) -> None:
-        """A body starts waiting on other nodes: give its slot (and pool token) back."""
-        st.parked += 1
-        if st.parked == 1:
-            self._release(st)
-            self._dispatch()
-
-    async def unpark(self, st: NodeState) -> None:
-        """The body resumes: take a slot again, ahead of queued work."""
-        st.parked -= 1
-        if st.parked:
-            return
-        if self.free > 0 and not self.slot_waiters:
-            self.free -= 1
-        else:
-            slot = self.new_event()
-            self.slot_waiters.append(slot)
-            try:
-                await slot.wait()
-            except BaseException:
-                if slot.is_set():
-                    self.free += 1
-                    self._dispatch()
-                else:
-                    self.slot_waiters.remove(slot)
-                raise
-        st.holds_slot = True
-        self._note_peak()
-        lim = self._limit_of(st) if st.node.task.limit is not None else None
-        if lim is not None:
-            if lim.free > 0:
-                lim.free -= 1
-            else:
-                token = self.new_event()
-                lim.waiting.append(token)
-                await token.wait()
-            st.holds_limit = True
-
-    # finishing ------------------------------------------------------------------------------
     async def finish(self, st: NodeState, status: str, error: BaseException | None = None) -> None:
         """Record the end of a node, release what waited for it, and emit the events."""
         for event in self.settle(st, status, error):

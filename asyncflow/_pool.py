@@ -1,0 +1,259 @@
+"""The pool that runs a run's ready nodes: a bounded, elastic set of worker coroutines.
+
+Why a pool and not a task per node: starting an anyio task per node costs ~40-90 µs; a worker
+coroutine that takes ready nodes from a deque costs a few µs and its memory does not grow with
+the number of waiting nodes. A body that awaits other nodes *parks*: it gives its slot (and its
+pool token) back and a new worker may start, so `max_concurrency=1` never deadlocks; it takes a
+slot again, ahead of queued work, when what it waits for is done. A finished body trades its slot
+for a publish token while its output is written, so writes overlap with the next bodies.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from ._errors import ParameterError
+from ._execute import execute
+from ._graph import READY, NodeState
+
+
+class _Worker:
+    __slots__ = ("event", "item")
+
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
+        self.item: NodeState | None = None
+
+
+class _Limit:
+    """A named pool (or a task's int limit): tokens plus who waits for one."""
+
+    __slots__ = ("free", "name", "waiting")
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name = name
+        self.free = total
+        self.waiting: deque[NodeState | anyio.Event] = deque()
+
+
+class Pool:
+    """Slots (`max_concurrency`), named and per-task limits, and the workers that use them."""
+
+    def __init__(self, max_concurrency: int, limits: dict[str, int]) -> None:
+        # The running backend's Event class, made directly: anyio.Event() looks the backend up
+        # each time (~3 µs), and the scheduler makes one or two per node.
+        self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
+        self.max_concurrency = max_concurrency
+        self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
+        self.tg: Any = None
+        self.ready: deque[NodeState] = deque()
+        self.free = max_concurrency
+        self.idle: list[_Worker] = []
+        self.slot_waiters: deque[anyio.Event] = deque()
+        self.publish_free = 2 * max_concurrency
+        self.publish_waiters: deque[anyio.Event] = deque()
+        self.closing = False
+        self.peak = 0
+
+    def _check_limit(self, st: NodeState) -> None:
+        limit = st.node.task.limit
+        if isinstance(limit, str) and limit not in self.limits:
+            raise ParameterError(
+                f"task {st.node.task.name!r} uses limit {limit!r}, but the workflow sets no such pool; "
+                f"pass limits={{{limit!r}: N}}",
+                task=st.node.task.name,
+                param="limit",
+            )
+        if isinstance(limit, int):
+            key = f"task:{st.node.task.name}"
+            if key not in self.limits:
+                self.limits[key] = _Limit(key, limit)
+
+    def _limit_of(self, st: NodeState) -> _Limit | None:
+        limit = st.node.task.limit
+        if limit is None:
+            return None
+        return self.limits[limit if isinstance(limit, str) else f"task:{st.node.task.name}"]
+
+    def _queue(self, st: NodeState) -> None:
+        st.status = READY
+        self.ready.append(st)
+        if self.tg is not None:
+            self._dispatch()
+
+    def _take(self) -> NodeState | None:
+        """The next ready node whose limit has a token (slot already taken by the caller)."""
+        while self.ready:
+            st = self.ready.popleft()
+            lim = self._limit_of(st) if st.node.task.limit is not None else None
+            if lim is not None:
+                if lim.free <= 0:
+                    lim.waiting.append(st)
+                    continue
+                lim.free -= 1
+                st.holds_limit = True
+            st.holds_slot = True
+            return st
+        return None
+
+    def _dispatch(self) -> None:
+        while self.free > 0 and (self.slot_waiters or self.ready):
+            if self.slot_waiters:
+                self.free -= 1
+                self.slot_waiters.popleft().set()  # a resuming body gets the slot
+                continue
+            self.free -= 1
+            st = self._take()
+            if st is None:
+                self.free += 1
+                return
+            self._note_peak()
+            if self.idle:
+                w = self.idle.pop()
+                w.item = st
+                w.event.set()
+            else:
+                self.tg.start_soon(self._worker, st)
+
+    def _note_peak(self) -> None:
+        used = self.max_concurrency - self.free
+        if used > self.peak:
+            self.peak = used
+
+    def _release(self, st: NodeState) -> None:
+        if st.holds_limit:
+            st.holds_limit = False
+            lim = self._limit_of(st)
+            assert lim is not None
+            lim.free += 1
+            if lim.waiting:
+                w = lim.waiting.popleft()
+                if isinstance(w, anyio.Event):
+                    lim.free -= 1
+                    w.set()
+                else:
+                    self.ready.appendleft(w)
+        if st.holds_slot:
+            st.holds_slot = False
+            self.free += 1
+
+    async def _worker(self, st: NodeState | None) -> None:
+        # One cancel scope for the worker's life (one per node would cost ~4 µs a node): other runs
+        # waiting for the node it executes shield it, so its run's cancellation spares their work.
+        with anyio.CancelScope() as scope:
+            await self._work(st, scope)
+
+    async def _work(self, st: NodeState | None, scope: anyio.CancelScope) -> None:
+        me: _Worker | None = None
+        n = 0
+        while st is not None:
+            try:
+                await execute(self, st, scope)  # type: ignore[arg-type]
+            finally:
+                scope.shield = False
+                self._release(st)
+            st = None
+            if not self.slot_waiters and self.free > 0 and self.ready:
+                self.free -= 1
+                st = self._take()
+                if st is None:
+                    self.free += 1
+            if st is None:
+                self._dispatch()
+                if self.closing:
+                    return
+                if me is None:
+                    me = _Worker(self.new_event())
+                else:
+                    me.event = self.new_event()
+                    me.item = None
+                self.idle.append(me)
+                try:
+                    await me.event.wait()
+                except BaseException:
+                    if me in self.idle:
+                        self.idle.remove(me)
+                    raise
+                st = me.item
+            n += 1
+            if n % 64 == 0:
+                await anyio.lowlevel.checkpoint()  # a worker on a streak of instant bodies lets others in
+
+    def close(self) -> None:
+        self.closing = True
+        idle, self.idle = self.idle, []
+        for w in idle:
+            w.event.set()
+
+    async def begin_publish(self, st: NodeState) -> None:
+        """The body is done and its output goes to storage: trade the body slot for a publish token.
+
+        Why: writes then overlap with the next bodies instead of idling the pool, while the
+        number of writes in flight (and of outputs held for them) stays bounded too.
+        """
+        if self.publish_free > 0:
+            self.publish_free -= 1
+        else:
+            token = self.new_event()
+            self.publish_waiters.append(token)
+            try:
+                await token.wait()
+            except BaseException:
+                if token.is_set():
+                    self.end_publish()
+                else:
+                    self.publish_waiters.remove(token)
+                raise
+        self._release(st)
+        self._dispatch()
+
+    def end_publish(self) -> None:
+        if self.publish_waiters:
+            self.publish_waiters.popleft().set()  # hand the token over
+        else:
+            self.publish_free += 1
+
+    async def park(self, st: NodeState) -> None:
+        """A body starts waiting on other nodes: give its slot (and pool token) back."""
+        st.parked += 1
+        if st.parked == 1:
+            self._release(st)
+            self._dispatch()
+
+    async def unpark(self, st: NodeState) -> None:
+        """The body resumes: take a slot again, ahead of queued work."""
+        st.parked -= 1
+        if st.parked:
+            return
+        if self.free > 0 and not self.slot_waiters:
+            self.free -= 1
+        else:
+            slot = self.new_event()
+            self.slot_waiters.append(slot)
+            try:
+                await slot.wait()
+            except BaseException:
+                if slot.is_set():
+                    self.free += 1
+                    self._dispatch()
+                else:
+                    self.slot_waiters.remove(slot)
+                raise
+        st.holds_slot = True
+        self._note_peak()
+        lim = self._limit_of(st) if st.node.task.limit is not None else None
+        if lim is not None:
+            if lim.free > 0:
+                lim.free -= 1
+            else:
+                token = self.new_event()
+                lim.waiting.append(token)
+                await token.wait()
+            st.holds_limit = True
+
+    # finishing ------------------------------------------------------------------------------
