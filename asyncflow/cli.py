@@ -496,24 +496,16 @@ def main(argv: list[str] | None = None) -> int:
         apply_config(path, config)
         configure_logging()
         status = cli.main(args=args, prog_name="asyncflow", standalone_mode=False, obj=config)
-    except Usage as e:
-        print(f"asyncflow: error: {e}", file=sys.stderr)
-        return 2
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:
         print("asyncflow: aborted", file=sys.stderr)
         return 2
-    except click.UsageError as e:
-        print(f"asyncflow: error: {e.format_message()}", file=sys.stderr)
+    except (Usage, click.UsageError, af.ParameterError, af.CycleError) as e:  # bad usage: one line
+        text = e.format_message() if isinstance(e, click.UsageError) else str(e)
+        print(f"asyncflow: error: {text}", file=sys.stderr)
         return 2
-    except (af.ParameterError, af.CycleError) as e:
-        print(f"asyncflow: error: {e}", file=sys.stderr)
-        return 2
-    except af.MissingInputError as e:
-        print(f"asyncflow: {e}", file=sys.stderr)
-        return 1
-    except (af.StorageError, af.TargetError) as e:
+    except (af.MissingInputError, af.StorageError, af.TargetError) as e:  # the data, not the usage
         print(f"asyncflow: {e}", file=sys.stderr)
         return 1
     return status if isinstance(status, int) else 0
