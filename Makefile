@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench check clean
+.PHONY: install demo test bench check clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) examples/d6tflow_workflow.py
 
-test: install
+# The report test renders a page in Debian's headless Chromium: installed when missing (root only).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium could not be installed: the report rendering test will be skipped"
+
+test: install chromium
 	$(PY) -m pytest -q
 	ASYNCFLOW_TEST_BACKEND=trio $(PY) -m pytest -q -m "not slow" tests
 

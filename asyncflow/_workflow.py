@@ -16,6 +16,7 @@ from ._node import Node, iter_nodes, replace_nodes
 from ._render import dot, mermaid, summary, tree
 from ._scheduler import Run
 from ._settings import OPTION_NAMES, settings
+from ._stats import RunStats, run_stats
 from ._targets import Target, target_for
 from ._task import EXTERNAL, Task
 
@@ -25,7 +26,7 @@ _PLAIN_REASONS = frozenset({"no target", "not persisted"})  # what PENDING says 
 
 
 class NodeRecord(msgspec.Struct, frozen=True):
-    """How one node fared in a run."""
+    """How one node fared in a run (`started`: epoch seconds, 0 when it did not run)."""
 
     node_id: str
     task: str
@@ -33,15 +34,24 @@ class NodeRecord(msgspec.Struct, frozen=True):
     duration: float
     attempts: int
     error: str | None = None
+    started: float = 0.0
+    upstream: tuple[str, ...] = ()  # static upstream and dynamic children, by id
 
 
 class RunResult:
     """The outcome of `Workflow.run()`: counts, and per node its status, duration and error."""
 
     def __init__(
-        self, roots: list[Node], states: list[NodeState], duration: float, peak: int, failures: list[NodeState]
+        self,
+        roots: list[Node],
+        states: list[NodeState],
+        duration: float,
+        peak: int,
+        failures: list[NodeState],
+        children: dict[Node, list[Node]] | None = None,
     ) -> None:
         self.roots = roots
+        self._children = children or {}
         self._states = states
         self.duration = duration
         self.peak_concurrency = peak
@@ -76,10 +86,25 @@ class RunResult:
                     st.duration,
                     st.attempts,
                     describe(st.error) if st.error is not None else None,
+                    st.started,
+                    tuple(n.id for n in (*st.node.deps, *self._children.get(st.node, ()))),
                 )
                 for st in self._states
             }
         return self._records
+
+    @property
+    def stats(self) -> RunStats:
+        """Wall time, throughput, peak concurrency, per-task duration statistics, critical path."""
+        return run_stats(list(self.records.values()), self.duration, self.peak_concurrency)
+
+    def write_report(self, path: str) -> None:
+        """One self-contained HTML file: the DAG, a timeline of node runs, concurrency over time and
+        the per-task statistics (inline SVG: no script, no network)."""
+        from ._report import report_html
+
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(report_html(self))
 
     def __getitem__(self, node: Node | str) -> NodeRecord:
         return self.records[node.id if isinstance(node, Node) else node]
@@ -300,7 +325,7 @@ class Workflow:
         t0 = time.perf_counter()
         await run.execute(roots)
         states = [st for st in run.states.values()]
-        result = RunResult(roots, states, time.perf_counter() - t0, run.peak, run.failures)
+        result = RunResult(roots, states, time.perf_counter() - t0, run.peak, run.failures, run.dynamic)
         for parent, kids in run.dynamic.items():
             known = self._children.setdefault(parent, [])
             have = set(known)

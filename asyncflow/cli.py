@@ -329,7 +329,12 @@ def cli() -> None:
 
 
 def _run_flow(
-    flow: af.Workflow, roots: list[af.Node] | None, force: tuple[str, ...], force_all: bool, quiet: bool
+    flow: af.Workflow,
+    roots: list[af.Node] | None,
+    force: tuple[str, ...],
+    force_all: bool,
+    quiet: bool,
+    report: str | None = None,
 ) -> int:
     import anyio
 
@@ -345,13 +350,20 @@ def _run_flow(
         cause = root_cause(e.errors[0]) if e.errors else e
         traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         print(summary(e.result), file=sys.stderr)
+        if report:
+            e.result.write_report(report)
         return 1
     if not quiet:
         print(summary(result), file=sys.stderr)
+    if report:
+        result.write_report(report)
+        if not quiet:
+            print(f"report: {report}", file=sys.stderr)
     return 0
 
 
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--report", default=None, help="Write an HTML report of the run here.")(fn)
     fn = click.option("--node", "nodes", multiple=True, help="Only the node with this exact id (repeatable).")(fn)
     fn = click.option("--quiet", "-q", is_flag=True, help="No progress and no summary (errors still show).")(fn)
     fn = click.option("--force-all", is_flag=True, help="Rebuild every node.")(fn)
@@ -364,10 +376,10 @@ def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @_run_options
 def run(target: str, params: tuple[str, ...], store: str | None, expression: str | None,
         max_concurrency: int | None, force: tuple[str, ...], force_all: bool, quiet: bool,
-        nodes: tuple[str, ...]) -> int:  # fmt: skip
+        nodes: tuple[str, ...], report: str | None) -> int:  # fmt: skip
     """Run TARGET (what is not complete, and its upstream)."""
     flow = load_flow(target, params, _flow_options(store, max_concurrency))
-    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet)
+    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet, report)
 
 
 @cli.command()
@@ -447,7 +459,7 @@ def _dag_module(module: str | None, config: dict[str, Any]) -> str:
 @click.pass_obj
 def dag(config: dict[str, Any], label: str, module: str | None, params: tuple[str, ...], store: str | None,
         expression: str | None, max_concurrency: int | None, force: tuple[str, ...], force_all: bool,
-        quiet: bool, nodes: tuple[str, ...]) -> int:  # fmt: skip
+        quiet: bool, nodes: tuple[str, ...], report: str | None) -> int:  # fmt: skip
     """Run the DAG registered under LABEL (Gluepy's `manage.py dag LABEL`)."""
     name = _dag_module(module, config)
     import_module(name)
@@ -457,7 +469,7 @@ def dag(config: dict[str, Any], label: str, module: str | None, params: tuple[st
         _fail(str(e))
     flow = af.Workflow(list(cls.tasks), convert_for(list(cls.tasks), parse_params(params)),
                        **_flow_options(store, max_concurrency))  # fmt: skip
-    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet)
+    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet, report)
 
 
 @cli.group()
