@@ -186,7 +186,7 @@ def _enter(run: Run, st: NodeState) -> None:
     replaces them (cheaper than resetting, on the hot path).
     """
     _context.current.set(_context.Frame(run, st))
-    _LOG_NODE_ID.set(st.node.id)
+    _LOG_NODE_ID.set(st.node.make_id())
     if run.log_enabled_info:
         log.info("task started", attempt=st.attempts)
 

@@ -166,7 +166,7 @@ def output_hash(data: bytes) -> str:
 def reasons(node: Node, record: Record | None, inputs: dict[str, str], own_matches: bool) -> list[str]:
     """Why a node with a target built from `record` would be rebuilt now, in words."""
     if record is None:
-        return ["no fingerprint record"]
+        return ("no fingerprint record",)
     out = []
     task = node.task
     if not own_matches:
@@ -212,21 +212,21 @@ def decide(
                     break
         if forced:
             st.forced = True
-            st.status, st.reasons = TODO, ["forced"]
+            st.status, st.reasons = TODO, ("forced",)
             continue
         if not task.persist:
-            st.status, st.reasons = TODO, ["not persisted"]
+            st.status, st.reasons = TODO, ("not persisted",)
             continue
         if not st.exists:
-            st.status, st.reasons = TODO, ["no target"]
+            st.status, st.reasons = TODO, ("no target",)
             continue
         rec = st.record
         if rec is None:
-            st.status, st.reasons, st.stale = TODO, ["no fingerprint record"], True
+            st.status, st.reasons, st.stale = TODO, ("no fingerprint record",), True
             continue
         name, at = rec.name, rec.at
         if not name.startswith(node._own or own_fingerprint(node), at):
-            _stale(st, rerun_stale, ["fingerprint changed"])
+            _stale(st, rerun_stale, ("fingerprint changed",))
             continue
         if check_dependencies and deps:
             pairs = []
@@ -236,18 +236,18 @@ def decide(
                 pairs.append((d.node._key, d.out_hash))
             else:
                 if not name.startswith(inputs_fingerprint(pairs), at + 13):
-                    _stale(st, rerun_stale, ["input changed"])
+                    _stale(st, rerun_stale, ("input changed",))
                     continue
                 st.status = COMPLETE
                 st.out_hash = name[at + 26 : at + 42]
                 continue
-            st.status, st.reasons, st.maybe = TODO, ["upstream pending"], True
+            st.status, st.reasons, st.maybe = TODO, ("upstream pending",), True
             continue
         st.status = COMPLETE
         st.out_hash = name[at + 26 : at + 42]
 
 
-def _stale(st: NodeState, rerun_stale: bool, why: list[str]) -> None:
+def _stale(st: NodeState, rerun_stale: bool, why: tuple[str, ...]) -> None:
     st.stale = True
     st.reasons = why
     if rerun_stale:

@@ -94,7 +94,7 @@ class NodeState:
         self.delivered = False  # its failure was raised into an awaiting body, which decides
         self.record: Any = None  # the RecordName beside its target, if any
         self.out_hash: str | None = None  # hash of its output bytes (or an external's checksum)
-        self.reasons: list[str] | None = None  # why it must run (for preview and explain)
+        self.reasons: tuple[str, ...] | list[str] | None = None  # why it must run (preview, explain)
         self.stale = False  # its target was built from something else
         self.maybe = False  # pending only on upstream: skipped if their outputs did not change
 

@@ -63,7 +63,7 @@ class Node(HasKey):
     `args` are what the body receives, nodes still in place of their outputs.
     """
 
-    __slots__ = ("_deps", "_hash", "_id", "_key", "_own", "_stem", "args", "params", "task")
+    __slots__ = ("_deps", "_id", "_key", "_own", "_stem", "args", "params", "task")
 
     task: Task
     params: dict[str, Any]
@@ -74,7 +74,6 @@ class Node(HasKey):
         self.params = params
         self.args = args
         self._key = digest(task.name, params)
-        self._hash = hash(self._key)
         self._id: str | None = None
         self._deps: tuple[Node, ...] | None = None
         self._stem: str | None = None
@@ -87,7 +86,7 @@ class Node(HasKey):
         return self._key
 
     def __hash__(self) -> int:
-        return self._hash
+        return hash(self._key)  # bytes cache their hash: nothing to store per node
 
     def __eq__(self, other: object) -> bool:
         if self is other:
@@ -111,18 +110,22 @@ class Node(HasKey):
     def id(self) -> str:
         """`name[k=v, ...]` over all parameters, sorted; readable and stable across processes."""
         if self._id is None:
-            params = self.params
-            if len(params) == 1:
-                ((k, v),) = params.items()
-                t = type(v)
-                if t is int or t is bool:
-                    self._id = f"{self.task.name}[{k}={v!r}]"
-                    return self._id
-                if t is str:
-                    self._id = f"{self.task.name}[{k}={v}]"
-                    return self._id
-            self._id = node_id(self.task.name, self._shown())
+            self._id = self.make_id()
         return self._id
+
+    def make_id(self) -> str:
+        """The id, without keeping it (a million cached ids would cost ~60 MB)."""
+        if self._id is not None:
+            return self._id
+        params = self.params
+        if len(params) == 1:
+            ((k, v),) = params.items()
+            t = type(v)
+            if t is int or t is bool:
+                return f"{self.task.name}[{k}={v!r}]"
+            if t is str:
+                return f"{self.task.name}[{k}={v}]"
+        return node_id(self.task.name, self._shown())
 
     def file_stem(self) -> str:
         """The target's file name without extension: `{readable params}-{hash}`."""

@@ -500,7 +500,7 @@ class Run(Pool):
             return False
         if st.record.inputs_fp != inputs_fingerprint(self._inputs(st, list(st.deps))):
             st.stale = True
-            st.reasons = ["input changed"]
+            st.reasons = ("input changed",)
             return False
         st.out_hash = st.record.output
         return True
