@@ -87,7 +87,7 @@ async def _stream(
                 exhausted = True
                 break
             node = task.bind((item,), dict(fixed))
-            (st,) = await run.plan([node])
+            st = await run.plan_one(node)
             pending.append(st)
         if not pending:
             return

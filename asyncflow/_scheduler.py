@@ -109,6 +109,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 _NO_EVENTS: list[Any] = []
+_NOT_PERSISTED = ("not persisted",)
 
 
 def _join(states: list[NodeState], event: anyio.Event) -> Join:
@@ -277,6 +278,21 @@ class Run(Pool):
                     if name in listing:
                         st.exists = True
                         st.record = records.get(name)
+
+    async def plan_one(self, node: Node) -> NodeState:
+        """`plan([node])`, with a shortcut for the common streamed case (an in-memory node with no
+        upstream: nothing to list or decide) that keeps `af.map` at a few µs an item."""
+        task = node.task
+        if task.persist or node.deps or task is EXTERNAL or node._key in self.states:
+            return (await self.plan([node]))[0]
+        st = NodeState(node)
+        st.status = PENDING
+        st.reasons = _NOT_PERSISTED
+        self.states[node._key] = st
+        if task.limit is not None:
+            self._check_limit(st)
+        self._queue(st)
+        return st
 
     async def plan(self, roots: list[Node]) -> list[NodeState]:
         """Bring `roots` and their static upstream into the run; queue what must run."""

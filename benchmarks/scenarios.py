@@ -262,6 +262,145 @@ def fanout_s3(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
         server.stop()
 
 
+# dynamic fan-out, chains, wide-and-deep, sleep-bound ---------------------------------------------
+
+
+@af.task(persist=False)
+async def mem_spawn(n: int) -> int:
+    return len(await af.gather(*[mem_leaf(i=i) for i in range(n)]))
+
+
+@af.task(persist=False)
+async def mem_step(i: int, prev: int = 0) -> int:
+    await asyncio.sleep(0)
+    return prev + 1
+
+
+@af.task(persist=False)
+async def mem_sleep(i: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return i
+
+
+def _chain(length: int, lane: int = 0) -> af.Node:
+    node = mem_step(i=lane * 1_000_000)
+    for k in range(1, length):
+        node = mem_step(i=lane * 1_000_000 + k, prev=node)
+    return node
+
+
+def _engine(build: Callable[[], Any], **options: Any) -> float:
+    async def go() -> float:
+        t = time.perf_counter()
+        await af.Workflow(build(), execution_summary=False, **options).run()
+        return time.perf_counter() - t
+
+    return asyncio.run(go())
+
+
+def _plain(coro_factory: Callable[[], Any]) -> float:
+    async def go() -> float:
+        t = time.perf_counter()
+        await coro_factory()
+        return time.perf_counter() - t
+
+    return asyncio.run(go())
+
+
+async def _plain_chain(length: int) -> int:
+    value = 0
+    for _ in range(length):
+        value = await _plain_step(value)
+    return value
+
+
+async def _plain_step(prev: int) -> int:
+    await asyncio.sleep(0)
+    return prev + 1
+
+
+def shapes(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
+    """Dynamic fan-out, a deep chain, a fan-out of chains and a sleep-bound fan-out under a bound."""
+    n = 2_000 if quick else 10_000
+    e, b = _median_pair(
+        repeat,
+        lambda: _engine(lambda: mem_spawn(n=n)),
+        lambda: _plain(lambda: asyncio.gather(*(_plain_leaf(i) for i in range(n)))),
+    )
+    pe = _peak(lambda: _engine(lambda: mem_spawn(n=n)))
+    yield _row(f"dynamic fan-out, a body gathers {n:,}", n, e, b, peak_asyncflow_mb=pe / 2**20,
+               note=f"vs asyncio.gather; peak {pe / 2**20:.0f} MB")  # fmt: skip
+    length = 500 if quick else 2_000
+    e, b = _median_pair(repeat, lambda: _engine(lambda: _chain(length)), lambda: _plain(lambda: _plain_chain(length)))
+    yield _row(f"deep chain, {length:,} tasks in sequence", length, e, b, note="vs awaiting them one by one")
+    lanes, depth = (20, 20) if quick else (100, 100)
+    e, b = _median_pair(
+        repeat,
+        lambda: _engine(lambda: [_chain(depth, lane) for lane in range(lanes)]),
+        lambda: _plain(lambda: asyncio.gather(*(_plain_chain(depth) for _ in range(lanes)))),
+    )
+    yield _row(f"wide and deep, {lanes} chains of {depth}", lanes * depth, e, b, note="vs gather of sequential chains")
+    count, bound, pause = (200, 20, 0.01) if quick else (1_000, 50, 0.01)
+
+    async def bounded() -> None:
+        sem = asyncio.Semaphore(bound)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await asyncio.sleep(pause)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+    ideal = count * pause / bound
+    e, b = _median_pair(
+        repeat,
+        lambda: _engine(lambda: [mem_sleep(i=i, seconds=pause) for i in range(count)], max_concurrency=bound),
+        lambda: _plain(bounded),
+    )
+    yield _row(f"sleep-bound, {count:,} x {pause}s, bound {bound}", count, e, b,
+               note=f"ideal N x sleep / bound = {ideal:.2f}s; asyncflow at {e / ideal:.2f}x of it")  # fmt: skip
+
+
+def scale(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
+    """1,000,000 in-memory leaves, and 10,000,000 items streamed through af.map: time and peak RSS,
+    each measured in a fresh process (RSS is per process)."""
+    import subprocess
+    import sys
+
+    leaves = 100_000 if quick else 1_000_000
+    items = 200_000 if quick else 10_000_000
+    code = {
+        "fan-out": f"""
+import asyncio, resource, time, asyncflow as af
+from benchmarks.scenarios import mem_leaf, mem_root
+async def main():
+    t = time.perf_counter()
+    await af.Workflow(mem_root(parts=[mem_leaf(i=i) for i in range(1, {leaves} + 1)]), execution_summary=False).run()
+    print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+asyncio.run(main())
+""",
+        "stream": f"""
+import asyncio, resource, time, asyncflow as af
+from benchmarks.scenarios import mem_leaf
+async def main():
+    t = time.perf_counter()
+    n = 0
+    async for _ in af.map(mem_leaf, range({items}), window=100):
+        n += 1
+    assert n == {items}
+    print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+asyncio.run(main())
+""",
+    }
+    for name, n in (("fan-out", leaves), ("stream", items)):
+        out = subprocess.run([sys.executable, "-c", code[name]], capture_output=True, text=True, check=True)
+        seconds, rss = map(float, out.stdout.split())
+        label = f"{n:,} in-memory leaves" if name == "fan-out" else f"af.map over {n:,} items"
+        yield {"name": f"scale: {label}", "n": n, "asyncflow_s": seconds, "baseline_s": seconds, "ratio": 1.0,
+               "per_node_us": seconds / n * 1e6, "overhead_us": 0.0, "peak_rss_mb": rss,
+               "note": f"peak RSS {rss:.0f} MB (no baseline: absolute figures)"}  # fmt: skip
+
+
 @dataclass
 class Scenario:
     name: str
@@ -273,4 +412,6 @@ SCENARIOS = [
     Scenario("fanout-disk", lambda repeat, quick: fanout_disk(repeat, quick)),
     Scenario("staleness", lambda repeat, quick: staleness(repeat, quick)),
     Scenario("fanout-s3", lambda repeat, quick: fanout_s3(repeat, quick)),
+    Scenario("shapes", lambda repeat, quick: shapes(repeat, quick)),
+    Scenario("scale", lambda repeat, quick: scale(repeat, quick)),
 ]
