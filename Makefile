@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench check clean chromium
+.PHONY: install demo test bench bench-peers check clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install chromium
 
 bench: install
 	$(PY) -m benchmarks
+
+bench-peers: install
+	$(PY) -m pip install --quiet -e ".[bench-peers]"
+	$(PY) -m benchmarks.peers 1000 10000
 
 check: install
 	$(VENV)/bin/ruff format --check asyncflow tests examples benchmarks
