@@ -40,6 +40,11 @@ async def _plain_leaf(i: int) -> int:
     return i
 
 
+def _peaks(engine: Callable[[], Any], baseline: Callable[[], Any]) -> tuple[int, int]:
+    """Peak traced memory of one more run of each side (a separate pass: tracing slows things)."""
+    return _peak(engine), _peak(baseline)
+
+
 def _median_pair(repeat: int, engine: Callable[[], float], baseline: Callable[[], float]) -> tuple[float, float]:
     a, b = [], []
     for _ in range(repeat):  # alternate: a noisy neighbour hurts both sides alike
@@ -51,6 +56,11 @@ def _median_pair(repeat: int, engine: Callable[[], float], baseline: Callable[[]
 
 
 def _row(name: str, n: int, engine_s: float, base_s: float, **extra: Any) -> dict[str, Any]:
+    if "peaks" in extra:  # (engine, baseline) peak bytes: into the row and its note
+        pe, pb = extra.pop("peaks")
+        extra["peak_asyncflow_mb"] = pe / 2**20
+        extra["peak_baseline_mb"] = pb / 2**20
+        extra["note"] = f"{extra.get('note', '')}; peak {pe / 2**20:.1f} MB vs {pb / 2**20:.1f} MB".lstrip("; ")
     return {
         "name": name,
         "n": n,
@@ -154,13 +164,16 @@ def fanout_disk(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
                 return _atomic_json_writes(n, os.path.join(base, f"plain-{next(counter)}"))
 
             e, b = _median_pair(repeat, first_engine, first_baseline)
-            yield _row(f"persisted fan-out, {n:,} leaves, first run", n, e, b, note="vs a loop of atomic JSON writes")
+            yield _row(f"persisted fan-out, {n:,} leaves, first run", n, e, b, note="vs a loop of atomic JSON writes",
+                       peaks=_peaks(first_engine, first_baseline))  # fmt: skip
             done = os.path.join(base, "complete")
             _disk_engine(n, done, nodes)
             flow = af.Workflow(nodes, store=done)
             paths = [flow.target(nd).path for nd in nodes]
-            e, b = _median_pair(repeat, lambda: _disk_engine(n, done, nodes), lambda: _exists_loop(paths))
-            yield _row(f"persisted fan-out, {n:,} leaves, all complete", n, e, b, note="vs a loop of os.path.exists")
+            rerun, exists = (lambda: _disk_engine(n, done, nodes)), (lambda: _exists_loop(paths))
+            e, b = _median_pair(repeat, rerun, exists)
+            yield _row(f"persisted fan-out, {n:,} leaves, all complete", n, e, b, note="vs a loop of os.path.exists",
+                       peaks=_peaks(rerun, exists))  # fmt: skip
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -191,7 +204,8 @@ def staleness(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
             return asyncio.run(go())
 
         e, b = _median_pair(repeat, engine, lambda: _exists_loop(paths))
-        yield _row(f"staleness of {n:,} complete nodes (chains of 2)", n, e, b, note="vs a loop of os.path.exists")
+        yield _row(f"staleness of {n:,} complete nodes (chains of 2)", n, e, b, note="vs a loop of os.path.exists",
+                   peaks=_peaks(engine, lambda: _exists_loop(paths)))  # fmt: skip
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -322,24 +336,8 @@ async def _plain_step(prev: int) -> int:
 def shapes(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
     """Dynamic fan-out, a deep chain, a fan-out of chains and a sleep-bound fan-out under a bound."""
     n = 2_000 if quick else 10_000
-    e, b = _median_pair(
-        repeat,
-        lambda: _engine(lambda: mem_spawn(n=n)),
-        lambda: _plain(lambda: asyncio.gather(*(_plain_leaf(i) for i in range(n)))),
-    )
-    pe = _peak(lambda: _engine(lambda: mem_spawn(n=n)))
-    yield _row(f"dynamic fan-out, a body gathers {n:,}", n, e, b, peak_asyncflow_mb=pe / 2**20,
-               note=f"vs asyncio.gather; peak {pe / 2**20:.0f} MB")  # fmt: skip
     length = 500 if quick else 2_000
-    e, b = _median_pair(repeat, lambda: _engine(lambda: _chain(length)), lambda: _plain(lambda: _plain_chain(length)))
-    yield _row(f"deep chain, {length:,} tasks in sequence", length, e, b, note="vs awaiting them one by one")
     lanes, depth = (20, 20) if quick else (100, 100)
-    e, b = _median_pair(
-        repeat,
-        lambda: _engine(lambda: [_chain(depth, lane) for lane in range(lanes)]),
-        lambda: _plain(lambda: asyncio.gather(*(_plain_chain(depth) for _ in range(lanes)))),
-    )
-    yield _row(f"wide and deep, {lanes} chains of {depth}", lanes * depth, e, b, note="vs gather of sequential chains")
     count, bound, pause = (200, 20, 0.01) if quick else (1_000, 50, 0.01)
 
     async def bounded() -> None:
@@ -352,13 +350,22 @@ def shapes(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
         await asyncio.gather(*(one(i) for i in range(count)))
 
     ideal = count * pause / bound
-    e, b = _median_pair(
-        repeat,
-        lambda: _engine(lambda: [mem_sleep(i=i, seconds=pause) for i in range(count)], max_concurrency=bound),
-        lambda: _plain(bounded),
-    )
-    yield _row(f"sleep-bound, {count:,} x {pause}s, bound {bound}", count, e, b,
-               note=f"ideal N x sleep / bound = {ideal:.2f}s; asyncflow at {e / ideal:.2f}x of it")  # fmt: skip
+    cases = [
+        (f"dynamic fan-out, a body gathers {n:,}", n, "vs asyncio.gather",
+         lambda: _engine(lambda: mem_spawn(n=n)),
+         lambda: _plain(lambda: asyncio.gather(*(_plain_leaf(i) for i in range(n))))),
+        (f"deep chain, {length:,} tasks in sequence", length, "vs awaiting them one by one",
+         lambda: _engine(lambda: _chain(length)), lambda: _plain(lambda: _plain_chain(length))),
+        (f"wide and deep, {lanes} chains of {depth}", lanes * depth, "vs gather of sequential chains",
+         lambda: _engine(lambda: [_chain(depth, lane) for lane in range(lanes)]),
+         lambda: _plain(lambda: asyncio.gather(*(_plain_chain(depth) for _ in range(lanes))))),
+        (f"sleep-bound, {count:,} x {pause}s, bound {bound}", count, f"ideal N x sleep / bound = {ideal:.2f}s",
+         lambda: _engine(lambda: [mem_sleep(i=i, seconds=pause) for i in range(count)], max_concurrency=bound),
+         lambda: _plain(bounded)),
+    ]  # fmt: skip
+    for name, size, note, engine, baseline in cases:
+        e, b = _median_pair(repeat, engine, baseline)
+        yield _row(name, size, e, b, note=note, peaks=_peaks(engine, baseline))
 
 
 def scale(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
