@@ -6,11 +6,12 @@ Layers (a module imports only from layers below it; see README "Design"):
     L2 storage    _store  <-  _targets
     L3 planning   _graph  <-  _fingerprint
     L4 execution  _execute  <-  _pool  <-  _scheduler
-    L5 API        _render  _select  _export  <-  _workflow  <-  _map
+    L5 API        _render  _select  _export  _stats  _report  _background  <-  _workflow  <-  _map
     L6 surface    __init__  cli  __main__
 """
 
 from . import events as events
+from ._background import RunHandle as RunHandle
 from ._errors import (
     AsyncflowError as AsyncflowError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "NodeRecord",
     "ParameterError",
     "Preview",
+    "RunHandle",
     "RunResult",
     "SerializationError",
     "StorageError",

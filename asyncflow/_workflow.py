@@ -10,6 +10,7 @@ import anyio
 import msgspec
 import sniffio
 
+from ._background import RunHandle
 from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
 from ._graph import COMPLETE, DONE, FAILED, MISSING, OK, UNSET, UPSTREAM_FAILED, NodeState
 from ._node import Node, iter_nodes, replace_nodes
@@ -357,6 +358,13 @@ class Workflow:
             ]
             raise FlowFailed(result, errors)
         return result, run
+
+    def start(self, task_group: Any, what: Any = None, **options: Any) -> RunHandle:
+        """Start `run(what, **options)` in the background, in the application's task group; the
+        handle streams its events, answers status queries and cancels it."""
+        handle = RunHandle(self, what, dict(options))
+        task_group.start_soon(handle._main)
+        return handle
 
     async def reset(self, what: Any = None) -> list[str]:
         """Delete the targets of a task's (or these nodes') nodes in this flow; returns their paths."""
