@@ -5,13 +5,14 @@ Layers (a module imports only from layers below it; see README "Design"):
     L1 model      _formats  _node  <-  _task
     L2 storage    _store  <-  _targets
     L3 planning   _graph  <-  _fingerprint
-    L4 execution  _execute  <-  _pool  <-  _scheduler
+    L4 execution  _dask  <-  _execute  <-  _pool  <-  _scheduler
     L5 API        _render  _select  _export  _stats  _report  _background  <-  _workflow  <-  _map
     L6 surface    __init__  cli  __main__
 """
 
 from . import events as events
 from ._background import RunHandle as RunHandle
+from ._dask import DaskExecutor as DaskExecutor
 from ._errors import (
     AsyncflowError as AsyncflowError,
 )
@@ -73,6 +74,7 @@ from ._workflow import (
 
 __all__ = [
     "DAG",
+    "DaskExecutor",
     "AsyncflowError",
     "CycleError",
     "FlowFailed",

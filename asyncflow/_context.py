@@ -29,3 +29,6 @@ class Frame:
 
 
 current: ContextVar[Frame | None] = ContextVar("asyncflow_current_frame", default=None)
+
+remote: ContextVar[str | None] = ContextVar("asyncflow_remote_task", default=None)
+"""Set on a Dask worker while a body runs: there `await node` cannot reach the scheduler."""

@@ -14,9 +14,10 @@ import structlog
 
 from . import _context
 from . import events as ev
+from ._dask import Published
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._faults import fault
-from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, NodeState
+from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ async def _execute(run: Run, st: NodeState) -> None:
             kwargs = node.args
         if task.retries or task.timeout is not None or run.on_event is not None:
             value = await _call_with_retries(run, st, kwargs)
-        elif task.kind == "async":  # the hot path: one try of a coroutine, nothing to report
+        elif task.executor == "async":  # the hot path: one try of a coroutine, nothing to report
             st.attempts = 1
             _enter(run, st)
             value = await task.fn(**kwargs)
@@ -127,7 +128,10 @@ async def _execute(run: Run, st: NodeState) -> None:
             value = await _call(run, st, kwargs)
         if type(value) not in _PLAIN and has_nodes(value):
             value = await run.resolve(value, st)  # Flyte-style: returned nodes run, outputs take their place
-        if target is not None:
+        if isinstance(value, Published):  # a worker wrote the target: only its record is left
+            await run.publish(st, target, None, value.out_hash)  # type: ignore[arg-type]
+            value = UNSET  # read back from the target when someone needs it
+        elif target is not None:
             data = target.encode(value)
             await run.begin_publish(st)
             try:
@@ -195,19 +199,25 @@ async def _call(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
     """One try of the body."""
     task = st.node.task
     _enter(run, st)
+    executor = task.executor
+    if not isinstance(executor, str):  # an executor object: Dask...
+        run.executors.add(executor)
+        if getattr(executor, "writes_targets", False):
+            target = run.target_of(st.node)
+            if target is not None:
+                await run.drop_record(st, target)
+            return await executor.run(task, kwargs, target)
+        return await executor.run(task, kwargs)
     kind = task.kind
     if kind == "async":
         return await task.fn(**kwargs)
     if kind == "asyncgen":
         return await _drive_generator(run, st, task.fn(**kwargs))
-    executor = task.executor
     if executor == "thread":
         return await anyio.to_thread.run_sync(
             functools.partial(task.fn, **kwargs), abandon_on_cancel=True, limiter=run.thread_limiter
         )
-    if executor == "process":
-        return await _call_in_process(task, kwargs)
-    return await executor.run(task, kwargs)
+    return await _call_in_process(task, kwargs)
 
 
 async def _drive_generator(run: Run, st: NodeState, agen: Any) -> list[Any]:
@@ -247,16 +257,27 @@ async def _call_in_process(task: Any, kwargs: dict[str, Any]) -> Any:
         raise ParameterError(
             f"task {task.name!r} runs in a process, but its arguments cannot be pickled: {e}", task=task.name
         ) from e
-    return await anyio.to_process.run_sync(
+    kind, value = await anyio.to_process.run_sync(
         _run_in_process, task.fn.__module__, task.fn.__qualname__, task.name, kwargs, cancellable=True
     )
+    if kind == "unpicklable":
+        type_name, why = value
+        raise SerializationError(task.name, type_name, "pickle", "a picklable value", why)
+    return value
 
 
-def _run_in_process(module: str, qualname: str, name: str, kwargs: dict[str, Any]) -> Any:
+def _run_in_process(module: str, qualname: str, name: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
     import importlib
+    import pickle
 
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     fn = getattr(obj, "fn", obj)
-    return fn(**kwargs)
+    value = fn(**kwargs)
+    try:
+        pickle.dumps(value)  # it must travel back: say so clearly rather than fail in transit
+    except Exception as e:
+        cls = type(value)
+        return "unpicklable", (f"{cls.__module__}.{cls.__qualname__}", f"cannot be pickled to come back: {e}")
+    return "value", value

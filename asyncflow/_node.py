@@ -182,6 +182,15 @@ async def _resolve(value: Any) -> Any:
     frame = _context.current.get()
     if frame is not None:
         return await frame.run.resolve(value, frame.state)
+    remote = _context.remote.get()
+    if remote is not None:
+        from ._errors import ParameterError
+
+        raise ParameterError(
+            f"task {remote!r} runs on a Dask worker, where `await node` cannot reach the scheduler: "
+            "return the nodes instead (their outputs take their place), or run the task locally",
+            task=remote,
+        )
     from ._workflow import run_default
 
     return await run_default(value)

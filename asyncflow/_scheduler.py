@@ -161,6 +161,7 @@ class Run(Pool):
         self.listed_at: dict[tuple[Any, str], int] = {}  # the store's generation when listed
         self.warned: set[NodeState] = set()  # records already warned about
         self.checked: set[Any] = set()  # stores found usable in this run
+        self.executors: set[Any] = set()  # executor objects (Dask...) to close when the run ends
         self.records: dict[tuple[Any, str], dict[str, RecordName]] = {}  # fingerprint records, by target
         self.dynamic: dict[Node, list[Node]] = {}
         self.failures: list[NodeState] = []
@@ -521,6 +522,16 @@ class Run(Pool):
         st.out_hash = st.record.output
         return True
 
+    async def drop_record(self, st: NodeState, target: Target) -> None:
+        """Before someone else (a Dask worker) rewrites a target: its old record goes first, so a
+        crash in between leaves a target without a record (rebuilt), never a trusted stale one."""
+        k = (target.store.key, target.folder)
+        old = self.records.get(k, {}).get(target.name) or st.record
+        if old is not None:
+            await target.store.delete([f"{target.folder}/{old.name}"])
+            self.records.get(k, {}).pop(target.name, None)
+            st.record = None
+
     async def built_elsewhere(self, st: NodeState, target: Target) -> bool:
         """Whether another run of this process built this node, current (same fingerprint as it
         would have now), since this run decided it had to (re-listing the folder if others wrote
@@ -544,14 +555,15 @@ class Run(Pool):
         st.out_hash = record.output
         return True
 
-    async def publish(self, st: NodeState, target: Target, data: bytes) -> None:
-        """Write the target and its fingerprint record (what it was built from)."""
+    async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None:
+        """Write the target and its fingerprint record (what it was built from). With `data` None
+        the target is already written (by a Dask worker) and `out_hash` is its output's hash."""
         node = st.node
         inputs = list(st.deps[: len(node.deps)])  # static upstream (recorded children come after)
         kids = [self.states[c._key] for c in self.dynamic.get(node, ()) if c._key in self.states]
         inputs.extend(k for k in kids if k.status in OK)
         pairs = self._inputs(st, inputs)
-        st.out_hash = output_hash(data)
+        st.out_hash = output_hash(data) if data is not None else out_hash
         own = own_fingerprint(node)
         inputs_fp = inputs_fingerprint(pairs)
         children = [
@@ -570,16 +582,15 @@ class Run(Pool):
             children=children,
             built=time.time(),
         )
-        name = record_name(target.name, own, inputs_fp, st.out_hash, bool(children))
+        name = record_name(target.name, own, inputs_fp, st.out_hash, bool(children))  # type: ignore[arg-type]
         k = (target.store.key, target.folder)
         old = self.records.get(k, {}).get(target.name) or st.record
-        await target.store.publish(
-            target.fs_path,
-            data,
-            f"{target.folder}/{name}",
-            msgspec.json.encode(record, enc_hook=_enc_hook),
-            f"{target.folder}/{old.name}" if old is not None and old.name != name else None,
-        )
+        old_path = f"{target.folder}/{old.name}" if old is not None and old.name != name else None
+        record_bytes = msgspec.json.encode(record, enc_hook=_enc_hook)
+        if data is not None:
+            await target.store.publish(target.fs_path, data, f"{target.folder}/{name}", record_bytes, old_path)
+        else:
+            await target.store.write(f"{target.folder}/{name}", record_bytes)
         listing = self.listings.get(k)
         if isinstance(listing, set):  # keep this run's snapshot current
             listing.add(target.name)
@@ -736,12 +747,17 @@ class Run(Pool):
         states = await self.plan(roots)  # errors here (missing inputs, cycles) come before any body
         fault("after_plan", ",".join(st.node.id for st in states[:3]))
         waiting = [s for s in states if s.status not in FINISHED]
-        async with anyio.create_task_group() as tg:
-            self.tg = tg
-            self._dispatch()
-            if waiting:
-                await _join(waiting, self.new_event()).event.wait()
-            self.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                self._dispatch()
+                if waiting:
+                    await _join(waiting, self.new_event()).event.wait()
+                self.close()
+        finally:
+            for executor in self.executors:  # e.g. a LocalCluster lives as long as its run
+                with anyio.CancelScope(shield=True):
+                    await executor.close()
         for s in self.states.values():
             if s.status not in FINISHED:
                 s.status = CANCELLED

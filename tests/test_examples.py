@@ -38,6 +38,7 @@ EXPECTED = {
     ],
     "gluepy_dag.py": ["└─ output_format_task[days=7] PENDING", "ran=4", "forecast,10.857"],
     "pytask_repetition.py": ["12 fits, e.g. fit_model[data=data_0, model=ols, n=50]", "ran=16"],
+    "dask_cpu.py": ["ran 201 nodes in", "longest chain: 442"],
 }
 
 

@@ -40,3 +40,17 @@ async def test_process_executor_rejects_unpicklable_arguments(store) -> None:
     cause = e.value.__cause__
     assert isinstance(cause, af.ParameterError)
     assert "'use' runs in a process, but its arguments cannot be pickled" in str(cause)
+
+
+@af.task(executor="process")
+def returns_a_lock() -> Any:
+    return threading.Lock()
+
+
+async def test_process_executor_names_an_unpicklable_output(store) -> None:
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(returns_a_lock(), store=store).run()
+    cause = e.value.__cause__
+    assert isinstance(cause, af.SerializationError)
+    assert cause.task == "returns_a_lock" and "lock" in cause.type_name.lower()
+    assert "cannot be pickled to come back" in str(cause)

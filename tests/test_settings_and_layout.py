@@ -20,7 +20,7 @@ LAYERS = {
     "_formats": 1, "_node": 1, "_task": 1,
     "_store": 2, "_targets": 2,
     "_graph": 3, "_fingerprint": 3,
-    "_execute": 4, "_pool": 4, "_scheduler": 4,
+    "_dask": 4, "_execute": 4, "_pool": 4, "_scheduler": 4,
     "_render": 5, "_select": 5, "_export": 5, "_stats": 5, "_report": 5, "_background": 5, "_workflow": 5, "_map": 5,
     "__init__": 6, "__main__": 6, "cli": 6,
 }  # fmt: skip

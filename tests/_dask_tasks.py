@@ -1,0 +1,64 @@
+"""Tasks for the Dask tests: in an importable module, as workers import tasks by module name."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+
+import asyncflow as af
+
+DASK = af.DaskExecutor()
+
+
+@af.task(executor=DASK)
+def crunch(i: int) -> list[int]:
+    return [os.getpid(), sum(k * k for k in range(10_000 + i))]
+
+
+@af.task(executor=DASK)
+async def async_on_worker(i: int) -> int:
+    await anyio.sleep(0)
+    return os.getpid()
+
+
+@af.task
+async def gather_pids(parts: list[list[int]]) -> list[int]:
+    return sorted({p[0] for p in parts})
+
+
+@af.task(executor=DASK)
+def returns_nodes(n: int) -> list:
+    return [crunch(i=i) for i in range(n)]
+
+
+@af.task(executor=DASK)
+async def awaits_a_node() -> int:
+    return await crunch(i=1)
+
+
+@af.task(executor=DASK)
+async def yields_a_node():  # type: ignore[no-untyped-def]
+    yield crunch(i=1)
+
+
+@af.task(executor=DASK)
+def raises() -> int:
+    raise ValueError("raised on a worker")
+
+
+@af.task(executor=DASK)
+def dies_once(marker: str) -> int:
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-task
+    return 7
+
+
+@af.task(executor=DASK)
+def sleeps(i: int) -> int:
+    import time
+
+    time.sleep(30)
+    return i

@@ -1,0 +1,78 @@
+"""Task bodies on a real dask.distributed LocalCluster (2 worker processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+import pytest
+
+pytest.importorskip("distributed")
+
+import asyncflow as af
+
+from . import _dask_tasks as t
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # dask's asynchronous client is asyncio's
+
+
+async def test_bodies_run_on_workers_which_write_the_targets(store) -> None:
+    root = t.gather_pids(parts=[t.crunch(i=i) for i in range(12)])
+    flow = af.Workflow([root, t.async_on_worker(i=1)], store=store)
+    result = await flow.run()
+    assert result.ran == 14
+    pids = await flow.output(root)
+    assert os.getpid() not in pids and len(pids) >= 1
+    assert await flow.output(t.async_on_worker(i=1)) != os.getpid()  # async bodies too
+    target = flow.target(t.crunch(i=3))
+    assert os.path.exists(target.path)  # written by the worker
+    assert await target.load() == [
+        pids[0] if len(pids) == 1 else (await target.load())[0],
+        sum(k * k for k in range(10_003)),
+    ]
+    again = await af.Workflow([root], store=store).run()
+    assert again.ran == 0 and again.skipped == 1  # fingerprint records written by the scheduler
+
+
+async def test_a_worker_body_may_return_nodes(store) -> None:
+    flow = af.Workflow(t.returns_nodes(n=3), store=store)
+    await flow.run()
+    out = await flow.output()
+    assert [x[1] for x in out] == [sum(k * k for k in range(10_000 + i)) for i in range(3)]
+
+
+@pytest.mark.parametrize("task", [t.awaits_a_node, t.yields_a_node])
+async def test_awaiting_or_yielding_on_a_worker_is_a_clear_error(store, task) -> None:
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(task(), store=store).run()
+    assert "return the nodes instead" in str(e.value)
+
+
+async def test_remote_exceptions_arrive_with_their_remote_traceback(store) -> None:
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(t.raises(), store=store).run()
+    cause = e.value.__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "raised on a worker"
+    assert "_dask_tasks.py" in str(e.value)  # file:line of the raise, on the worker
+
+
+async def test_a_killed_worker_ends_in_a_retry_not_a_hang(store, tmp_path) -> None:
+    with anyio.fail_after(120):
+        flow = af.Workflow(t.dies_once(marker=str(tmp_path / "died")), store=store)
+        await flow.run()
+    assert (tmp_path / "died").exists()  # the first try killed its worker process
+    assert await flow.output() == 7
+
+
+async def test_cancelling_the_run_cancels_its_dask_futures(store) -> None:
+    t0 = time.monotonic()
+    with anyio.move_on_after(8):  # long enough to start the cluster and submit
+        await af.Workflow([t.sleeps(i=i) for i in range(4)], store=store).run()
+    assert time.monotonic() - t0 < 25  # returned promptly: futures cancelled, cluster closed
+    assert not os.path.exists(os.path.join(store, "sleeps"))
