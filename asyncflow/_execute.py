@@ -119,7 +119,7 @@ async def _execute(run: Run, st: NodeState) -> None:
             kwargs = node.args
         if task.retries or task.timeout is not None or run.on_event is not None:
             value = await _call_with_retries(run, st, kwargs)
-        elif task.executor == "async":  # the hot path: one try of a coroutine, nothing to report
+        elif task.kind == "async" and task.executor == "async":  # the hot path: one try of a coroutine
             st.attempts = 1
             _enter(run, st)
             value = await task.fn(**kwargs)

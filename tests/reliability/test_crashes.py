@@ -67,9 +67,9 @@ def test_kill_between_temp_write_and_publish_leaves_no_target(tmp_path: Path) ->
     folder = tmp_path / "store" / "stage"
     names = os.listdir(folder)
     temps = [n for n in names if _store.TMP_MARK in n]
-    assert len(temps) == 1  # the killed writer's temporary file, never renamed
-    half_written = temps[0].split(_store.TMP_MARK)[0][1:]
-    assert half_written not in names  # no target ...
+    assert temps  # the killed writer's temporary file(s) (two writer threads may be mid-write)
+    for temp in temps:
+        assert temp.split(_store.TMP_MARK)[0][1:] not in names  # no target for any of them ...
     proc, ran = run_pipeline(tmp_path)  # ... and the next run rebuilds what is missing
     assert proc.returncode == 0 and proc.stdout.strip() == str(sum(range(20)) * 1000)
     assert "total" in ran
