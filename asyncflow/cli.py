@@ -442,11 +442,14 @@ def reset(target: str, params: tuple[str, ...], store: str | None, expression: s
     return 0
 
 
-def _dag_module(module: str | None, config: dict[str, Any]) -> str:
-    found = module or config.get("dag_module")
-    if not found:
+def _load_dag(label: str, module: str | None, config: dict[str, Any]) -> tuple[str, type[af.DAG]]:
+    """The DAG registered under `label` once its module (--module, or dag_module in the config)
+    is imported; an unknown label is a usage error listing the known ones."""
+    name = module or config.get("dag_module")
+    if not name:
         _fail("no DAG module: pass --module M or set dag_module in [tool.asyncflow]")
-    return str(found)
+    import_module(str(name))
+    return str(name), af.DAG.get(label)
 
 
 @cli.command()
@@ -461,12 +464,7 @@ def dag(config: dict[str, Any], label: str, module: str | None, params: tuple[st
         expression: str | None, max_concurrency: int | None, force: tuple[str, ...], force_all: bool,
         quiet: bool, nodes: tuple[str, ...], report: str | None) -> int:  # fmt: skip
     """Run the DAG registered under LABEL (Gluepy's `manage.py dag LABEL`)."""
-    name = _dag_module(module, config)
-    import_module(name)
-    try:
-        cls = af.DAG.get(label)
-    except af.ParameterError as e:
-        _fail(str(e))
+    _, cls = _load_dag(label, module, config)
     flow = af.Workflow(list(cls.tasks), convert_for(list(cls.tasks), parse_params(params)),
                        **_flow_options(store, max_concurrency))  # fmt: skip
     return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet, report)
@@ -486,12 +484,7 @@ def airflow(config: dict[str, Any], label: str, module: str | None, output: str 
     """An Airflow DAG file: one task per node, each running `asyncflow run` for that node."""
     from ._export import airflow_dag
 
-    name = _dag_module(module, config)
-    import_module(name)
-    try:
-        cls = af.DAG.get(label)
-    except af.ParameterError as e:
-        _fail(str(e))
+    name, cls = _load_dag(label, module, config)
     text = airflow_dag(label, name, cls, af.Workflow(list(cls.tasks))._graph())
     if output:
         Path(output).write_text(text)

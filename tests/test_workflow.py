@@ -13,22 +13,9 @@ import structlog
 import asyncflow as af
 from asyncflow import events
 
+from .d6t import get_data, preprocess, train
+
 pytestmark = pytest.mark.anyio
-
-
-@af.task
-async def get_data(n: int = 10) -> list[int]:
-    return list(range(n))
-
-
-@af.task(format="pickle")
-async def preprocess(raw: list[int] = af.depends(get_data), do_preprocess: bool = True) -> list[int]:
-    return [x * 2 for x in raw] if do_preprocess else raw
-
-
-@af.task
-async def train(df: list[int] = af.depends(preprocess)) -> dict:
-    return {"n": len(df), "total": sum(df)}
 
 
 TREE_PENDING = """\
