@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -48,6 +49,7 @@ class DaskExecutor:
         self._cluster: Any = None
         self._connecting: anyio.Event | None = None
         self._loop: Any = None
+        self._closer: Any = None
 
     async def _connect(self) -> Any:
         if self._client is not None and self._loop is asyncio.get_running_loop():
@@ -68,6 +70,10 @@ class DaskExecutor:
                 self._client = await Client(self._cluster, asynchronous=True)
             else:
                 self._client = await Client(self.address, asynchronous=True)
+                # Kept for the next runs on this loop, closed when the loop shuts down (asyncio
+                # finalizes the async generators still alive then).
+                closer = _closer(self._client)
+                self._closer = (closer, asyncio.get_running_loop().create_task(closer.asend(None)))
             self._loop = asyncio.get_running_loop()
         finally:
             connecting, self._connecting = self._connecting, None
@@ -100,6 +106,13 @@ class DaskExecutor:
                 await client.close()
             if cluster is not None:
                 await cluster.close()
+
+
+async def _closer(client: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await client.close()
 
 
 def remote_call(module: str, qualname: str, kwargs: dict[str, Any], where: Any) -> tuple[str, Any]:
