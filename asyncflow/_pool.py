@@ -130,17 +130,38 @@ class Pool:
             st.holds_limit = False
             lim = self._limit_of(st)
             assert lim is not None
-            lim.free += 1
-            if lim.waiting:
-                w = lim.waiting.popleft()
-                if isinstance(w, anyio.Event):
-                    lim.free -= 1
-                    w.set()
-                else:
-                    self.ready.appendleft(w)
+            self._release_limit(lim)
         if st.holds_slot:
             st.holds_slot = False
             self.free += 1
+
+    def _release_limit(self, lim: _Limit) -> None:
+        lim.free += 1
+        if lim.waiting:
+            w = lim.waiting.popleft()
+            if isinstance(w, anyio.Event):
+                lim.free -= 1
+                w.set()  # a resuming body gets the token
+            else:
+                self.ready.appendleft(w)
+
+    def _give_slot_back(self) -> None:
+        self.free += 1
+        self._dispatch()
+
+    async def _wait_turn(self, queue: deque[Any], give_back: Callable[[], None]) -> None:
+        """Wait in `queue` until a releaser hands its token over; cancelled after the handover,
+        give the token back (never leak it)."""
+        turn = self.new_event()
+        queue.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                give_back()
+            else:
+                queue.remove(turn)
+            raise
 
     async def _worker(self, st: NodeState | None) -> None:
         # One cancel scope for the worker's life (one per node would cost ~4 µs a node): other runs
@@ -199,16 +220,7 @@ class Pool:
         if self.publish_free > 0:
             self.publish_free -= 1
         else:
-            token = self.new_event()
-            self.publish_waiters.append(token)
-            try:
-                await token.wait()
-            except BaseException:
-                if token.is_set():
-                    self.end_publish()
-                else:
-                    self.publish_waiters.remove(token)
-                raise
+            await self._wait_turn(self.publish_waiters, self.end_publish)
         self._release(st)
         self._dispatch()
 
@@ -233,17 +245,7 @@ class Pool:
         if self.free > 0 and not self.slot_waiters:
             self.free -= 1
         else:
-            slot = self.new_event()
-            self.slot_waiters.append(slot)
-            try:
-                await slot.wait()
-            except BaseException:
-                if slot.is_set():
-                    self.free += 1
-                    self._dispatch()
-                else:
-                    self.slot_waiters.remove(slot)
-                raise
+            await self._wait_turn(self.slot_waiters, self._give_slot_back)
         st.holds_slot = True
         self._note_peak()
         lim = self._limit_of(st) if st.node.task.limit is not None else None
@@ -251,9 +253,7 @@ class Pool:
             if lim.free > 0:
                 lim.free -= 1
             else:
-                token = self.new_event()
-                lim.waiting.append(token)
-                await token.wait()
+                await self._wait_turn(lim.waiting, lambda: self._release_limit(lim))
             st.holds_limit = True
 
     # finishing ------------------------------------------------------------------------------

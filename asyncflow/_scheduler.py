@@ -182,9 +182,6 @@ class Run(Pool):
     def target_of(self, node: Node) -> Target | None:
         return Target(node, self.store_of(node)) if node.task.persist else None
 
-    def flight_key(self, node: Node) -> Any:
-        return (self.store_of(node).key, node.key)
-
     # events ---------------------------------------------------------------------------------
     async def emit(self, event: Any) -> None:
         result = self.on_event(event)

@@ -84,13 +84,6 @@ class Target:
             ) from None
         return self.decode(data)
 
-    async def save(self, value: Any) -> None:
-        """Encode and publish atomically."""
-        await self.store.write(self.fs_path, self.encode(value))
-
-    async def remove(self) -> None:
-        await self.store.delete([self.fs_path])
-
 
 def store_of(node: Node, url: str | None, storage_options: dict[str, Any] | None) -> Store:
     """The store a node's target lives in: the task's own, else the workflow's, else the settings'."""
