@@ -283,7 +283,7 @@ class Store:
         """A path as the user would type it (with the protocol when not local)."""
         if self.kind == "local":
             return path
-        return f"{self.protocol}://{path.lstrip('/')}" if self.kind != "memory" else f"memory://{path.lstrip('/')}"
+        return f"{self.protocol}://{path.lstrip('/')}"
 
     # filesystem instances -------------------------------------------------------------------
     def _options(self, asynchronous: bool) -> dict[str, Any]:
