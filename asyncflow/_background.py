@@ -8,42 +8,42 @@ Structured: a run lives in a task group the application owns (its lifespan), sta
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 
 from . import events as ev
 from ._errors import FlowFailed
+from ._results import RunResult
 
-if TYPE_CHECKING:
-    from ._workflow import RunResult, Workflow
+Start = Callable[[Callable[[Any], Any]], Awaitable[RunResult]]
+"""Starts the run with the given `on_event` callback and returns its result (`Workflow.run`)."""
 
 
 class RunHandle:
     """A workflow run in the background: its events (replayable by any number of readers), its
-    status, counts and result, and `cancel()`."""
+    status, counts and result, and `cancel()`. Made by `Workflow.start(task_group)`."""
 
-    def __init__(self, flow: Workflow, what: Any, options: dict[str, Any]) -> None:
-        self.flow = flow
+    def __init__(self, start: Start, on_event: Callable[[Any], Any] | None = None) -> None:
         self.status = "pending"  # -> "running" -> "succeeded" | "failed" | "cancelled"
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         self.counts = {"started": 0, "succeeded": 0, "skipped": 0, "failed": 0}
-        self._what = what
-        self._options = options
+        self._start = start
         self._events: list[Any] = []
         self._changed = anyio.Event()
         self._done = anyio.Event()
         self._scope = anyio.CancelScope()
-        self._user_on_event = options.pop("on_event", None)
+        self._user_on_event = on_event
 
     # the run ---------------------------------------------------------------------------------
-    async def _main(self) -> None:
+    async def main(self) -> None:
+        """The run itself: started in the application's task group."""
         self.status = "running"
         with self._scope:
             try:
-                self.result = await self.flow.run(self._what, on_event=self._record, **self._options)
+                self.result = await self._start(self._record)
                 self.status = "succeeded"
             except FlowFailed as e:
                 self.result, self.error, self.status = e.result, e, "failed"

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anyio
 
-from . import _context
+from . import _context, _local
 from ._errors import ParameterError, SerializationError
+from ._fingerprint import output_hash
 from ._formats import suggest_format, type_name
 from ._identity import HasKey
 
@@ -66,14 +67,14 @@ class DaskExecutor:
             if self.address is None:
                 options = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
                            "dashboard_address": ":0", **self.cluster_options}  # fmt: skip
-                self._cluster = await LocalCluster(asynchronous=True, **options)
-                self._client = await Client(self._cluster, asynchronous=True)
+                self._cluster = await LocalCluster(asynchronous=True, **options)  # type: ignore[no-untyped-call]
+                self._client = await Client(self._cluster, asynchronous=True)  # type: ignore[no-untyped-call]
             else:
-                self._client = await Client(self.address, asynchronous=True)
+                self._client = await Client(self.address, asynchronous=True)  # type: ignore[no-untyped-call]
                 # Kept for the next runs on this loop, closed when the loop shuts down (asyncio
                 # finalizes the async generators still alive then).
                 closer = _closer(self._client)
-                self._closer = (closer, asyncio.get_running_loop().create_task(closer.asend(None)))
+                self._closer = (closer, asyncio.get_running_loop().create_task(anext(closer)))
             self._loop = asyncio.get_running_loop()
         finally:
             connecting, self._connecting = self._connecting, None
@@ -108,7 +109,7 @@ class DaskExecutor:
                 await cluster.close()
 
 
-async def _closer(client: Any) -> AsyncIterator[None]:
+async def _closer(client: Any) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
@@ -146,11 +147,8 @@ def remote_call(module: str, qualname: str, kwargs: dict[str, Any], where: Any) 
         raise SerializationError(
             task.name, type_name(value), task.format.name, suggest_format(value, task.format.name), str(e)
         ) from e
-    from ._fingerprint import output_hash
-    from ._store import _local_write
-
     if kind == "local":
-        _local_write(path, data)
+        _local.write_atomic(path, data)
     else:
         import fsspec
 

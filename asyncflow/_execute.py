@@ -1,14 +1,20 @@
 """Executing one node: inputs, the body (async, generator, thread or process), retries, timeout,
-returned / yielded nodes, atomic publication, events and per-node log context."""
+returned / yielded nodes, atomic publication, events and per-node log context.
+
+It works against `Running`, the few things a run offers it, and de-duplicates nodes across the
+runs of an event loop ("flights"): a node that another run is executing on the same store is
+awaited, not run twice.
+"""
 
 from __future__ import annotations
 
 import functools
 import time
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
@@ -17,38 +23,91 @@ from . import events as ev
 from ._dask import Published
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._faults import fault
-from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState
+from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
-    from ._scheduler import Run
+    from ._inventory import Inventory
+    from ._store import Store
+    from ._targets import Target
 
 log = structlog.get_logger("asyncflow")
+bind_log_context = structlog.contextvars.bind_contextvars
 
-# structlog's context variable for `node_id` (what `bind_contextvars(node_id=...)` sets, read by the
-# host's `merge_contextvars`), set directly: binding through the helper costs ~2 µs a node.
-_LOG_NODE_ID: ContextVar[Any] = structlog.contextvars._CONTEXT_VARS.setdefault(
-    "structlog_node_id", ContextVar("structlog_node_id", default=Ellipsis)
-)
-
-sleep = anyio.sleep  # between tries; tests replace it (`asyncflow._execute.sleep`): no wall-clock waits
+sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+"""Waits between tries; `asyncflow.testing.instant_retries()` replaces it (no wall-clock waits)."""
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 _NOT_RETRIED = (CycleError, MissingInputError, ParameterError, SerializationError)
 
 
-async def execute(run: Run, st: NodeState, scope: anyio.CancelScope) -> None:
-    """Run one ready node to the end: DONE with its output published, or FAILED."""
-    from ._scheduler import _Flight
+class Running(Protocol):
+    """What a run offers the execution of its nodes."""
 
+    flights: dict[Any, Flight]
+    inventory: Inventory
+    on_event: Any
+    log_info: bool
+    log_warning: bool
+    check_dependencies: bool
+    executors: set[Any]
+    thread_limiter: anyio.CapacityLimiter | None
+
+    def new_event(self) -> anyio.Event: ...
+    def store_of(self, node: Any) -> Store: ...
+    def target_of(self, node: Any) -> Target | None: ...
+    async def park(self, st: NodeState) -> None: ...
+    async def unpark(self, st: NodeState) -> None: ...
+    async def begin_publish(self, st: NodeState) -> None: ...
+    def end_publish(self) -> None: ...
+    async def finish(self, st: NodeState, status: Status, error: BaseException | None = None) -> None: ...
+    def settle(self, st: NodeState, status: Status, error: BaseException | None = None) -> list[Any]: ...
+    async def emit(self, event: Any) -> None: ...
+    def node_event(self, cls: Any, st: NodeState, **fields: Any) -> Any: ...
+    async def load_outputs(self, states: Any) -> None: ...
+    async def resolve(self, value: Any, parent: NodeState | None) -> Any: ...
+    async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None: ...
+
+
+class Flight:
+    """A node being executed by some run of this event loop; others wait instead of re-running."""
+
+    __slots__ = ("done", "error", "ok", "out_hash", "output", "run", "scope", "waiters")
+
+    def __init__(self, run: Running) -> None:
+        self.run = run
+        self.done: anyio.Event | None = None  # made by the first waiter
+        self.ok = False
+        self.error: BaseException | None = None
+        self.output: Any = None
+        self.out_hash: str | None = None
+        self.waiters = 0  # other runs waiting for it: while there are any, it is shielded
+        self.scope: anyio.CancelScope | None = None
+
+
+_FLIGHTS: anyio.lowlevel.RunVar[dict[Any, Flight]] = anyio.lowlevel.RunVar("asyncflow_flights")
+
+
+def flights() -> dict[Any, Flight]:
+    """The nodes in flight on this event loop, by (store key, node key)."""
+    try:
+        return _FLIGHTS.get()
+    except LookupError:
+        table: dict[Any, Flight] = {}
+        _FLIGHTS.set(table)
+        return table
+
+
+async def execute(run: Running, st: NodeState, scope: anyio.CancelScope) -> None:
+    """Run one ready node to the end: DONE with its output published, or FAILED."""
     node = st.node
-    flights = run.flights
+    table = run.flights
     key = (run.store_of(node).key, node.key)
-    other = flights.get(key)
+    other = table.get(key)
     if other is not None and await _share(run, st, key, other):
         return
-    flight = flights[key] = _Flight(run)
+    flight = table[key] = Flight(run)
     # Other runs may come to wait for this node: then its owner's cancellation must not cancel their
     # work. They shield the worker's scope while they wait (and unshield it when they all left).
     flight.scope = scope
@@ -61,12 +120,12 @@ async def execute(run: Run, st: NodeState, scope: anyio.CancelScope) -> None:
         else:
             flight.error = st.error
     finally:
-        del flights[key]
+        del table[key]
         if flight.done is not None:
             flight.done.set()
 
 
-async def _share(run: Run, st: NodeState, key: Any, other: Any) -> bool:
+async def _share(run: Running, st: NodeState, key: Any, other: Any) -> bool:
     """Another run of this loop executes the same node on the same store: wait and share its
     result. False when that run was cancelled and nobody else took over: run it here."""
     while other is not None:
@@ -95,7 +154,7 @@ async def _share(run: Run, st: NodeState, key: Any, other: Any) -> bool:
     return False
 
 
-async def _execute(run: Run, st: NodeState) -> None:
+async def _execute(run: Running, st: NodeState) -> None:
     node = st.node
     task = node.task
     st.status = RUNNING
@@ -104,10 +163,10 @@ async def _execute(run: Run, st: NodeState) -> None:
     try:
         target = run.target_of(node) if task.persist else None
         if target is not None and not st.forced:
-            if st.maybe and await run.unchanged_inputs(st):
+            if st.maybe and run.inventory.unchanged_inputs(st):
                 await run.finish(st, COMPLETE)  # upstream rebuilt to the same bytes: early cut-off
                 return
-            if await run.built_elsewhere(st, target):
+            if await run.inventory.built_elsewhere(st, target, run.check_dependencies):
                 await run.finish(st, COMPLETE)  # another run of this process built it meanwhile
                 return
         deps = st.deps
@@ -142,7 +201,7 @@ async def _execute(run: Run, st: NodeState) -> None:
                 run.end_publish()
     except Exception as e:
         st.duration = time.perf_counter() - t0
-        if run.log_enabled_warning:
+        if run.log_warning:
             log.warning("task failed", node_id=node.id, error=describe(e))
         await run.finish(st, FAILED, e)
         return
@@ -150,12 +209,12 @@ async def _execute(run: Run, st: NodeState) -> None:
     st.duration = time.perf_counter() - t0
     if run.on_event is not None:
         await run.emit(run.node_event(ev.TaskSucceeded, st, duration=st.duration))
-    if run.log_enabled_info:
+    if run.log_info:
         log.info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
     run.settle(st, DONE)
 
 
-async def _call_with_retries(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
+async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:
     task = st.node.task
     delay = task.retry_delay
     while True:
@@ -177,25 +236,25 @@ async def _call_with_retries(run: Run, st: NodeState, kwargs: dict[str, Any]) ->
                 raise
             if run.on_event is not None:
                 await run.emit(run.node_event(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e)))
-            if run.log_enabled_warning:
+            if run.log_warning:
                 log.warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
             await sleep(delay)
             delay *= 2
 
 
-def _enter(run: Run, st: NodeState) -> None:
+def _enter(run: Running, st: NodeState) -> None:
     """Make `await node` in the body reach this run, and bind the node id for log lines.
 
     Both stay set after the body: they live in this worker's own context, and its next node
     replaces them (cheaper than resetting, on the hot path).
     """
     _context.current.set(_context.Frame(run, st))
-    _LOG_NODE_ID.set(st.node.make_id())
-    if run.log_enabled_info:
+    bind_log_context(node_id=st.node.make_id())
+    if run.log_info:
         log.info("task started", attempt=st.attempts)
 
 
-async def _call(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
+async def _call(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:
     """One try of the body."""
     task = st.node.task
     _enter(run, st)
@@ -205,7 +264,7 @@ async def _call(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
         if getattr(executor, "writes_targets", False):
             target = run.target_of(st.node)
             if target is not None:
-                await run.drop_record(st, target)
+                await run.inventory.drop_record(st, target)
             return await executor.run(task, kwargs, target)
         return await executor.run(task, kwargs)
     kind = task.kind
@@ -220,7 +279,7 @@ async def _call(run: Run, st: NodeState, kwargs: dict[str, Any]) -> Any:
     return await _call_in_process(task, kwargs)
 
 
-async def _drive_generator(run: Run, st: NodeState, agen: Any) -> list[Any]:
+async def _drive_generator(run: Running, st: NodeState, agen: Any) -> list[Any]:
     """d6tflow's TaskAggregator, fully dynamic: each yielded node (or collection) is run and its
     output sent back into the generator; the output is the list of what was yielded, resolved."""
     out: list[Any] = []

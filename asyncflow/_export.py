@@ -8,8 +8,6 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from ._task import EXTERNAL
-
 if TYPE_CHECKING:
     from ._node import Node
 
@@ -32,7 +30,7 @@ def _task_ids(nodes: list[Node]) -> dict[Node, str]:
 
 def airflow_dag(label: str, module: str, dag: Any, nodes: list[Node]) -> str:
     """The text of a standalone Airflow DAG file mirroring the flow's graph."""
-    nodes = [n for n in nodes if n.task is not EXTERNAL]
+    nodes = [n for n in nodes if not n.task.is_external]
     ids = _task_ids(nodes)
     target = f"{module}:{dag.__name__}"
     lines = [

@@ -18,6 +18,7 @@ import ast
 import hashlib
 import inspect
 import textwrap
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -115,12 +116,16 @@ def _strip_docstrings(tree: ast.AST) -> None:
             node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
 
 
+_CODE: weakref.WeakKeyDictionary[Task, str] = weakref.WeakKeyDictionary()
+_PREFIX: weakref.WeakKeyDictionary[Task, bytes] = weakref.WeakKeyDictionary()
+
+
 def code_hash(task: Task) -> str:
     """Hash of the task function's code: comments, docstrings, blank lines, formatting and the
-    decorator do not count. Cached on the task."""
-    cached = getattr(task, "_code_hash", None)
+    decorator do not count. Computed once per task."""
+    cached = _CODE.get(task)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     fn = task.fn
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
@@ -135,19 +140,19 @@ def code_hash(task: Task) -> str:
         code = fn.__code__
         text = repr((code.co_code, code.co_consts, code.co_names))
     result = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-    task._code_hash = result  # type: ignore[attr-defined]
+    _CODE[task] = result
     return result
 
 
 def own_fingerprint(node: Node) -> str:
     """Code + version + parameters (cached on the node: it is the same all the process long)."""
-    own = node._own
+    own = node.own_fp
     if own is None:
         task = node.task
-        prefix = getattr(task, "_fp_prefix", None)
+        prefix = _PREFIX.get(task)
         if prefix is None:
-            prefix = task._fp_prefix = f"{code_hash(task)}\0{task.version or ''}\0".encode()  # type: ignore[attr-defined]
-        own = node._own = hashlib.blake2b(prefix + node.key, digest_size=6).hexdigest()
+            prefix = _PREFIX[task] = f"{code_hash(task)}\0{task.version or ''}\0".encode()
+        own = node.own_fp = hashlib.blake2b(prefix + node.key, digest_size=6).hexdigest()
     return own
 
 
@@ -166,7 +171,7 @@ def output_hash(data: bytes) -> str:
 def reasons(node: Node, record: Record | None, inputs: dict[str, str], own_matches: bool) -> list[str]:
     """Why a node with a target built from `record` would be rebuilt now, in words."""
     if record is None:
-        return ("no fingerprint record",)
+        return ["no fingerprint record"]
     out = []
     task = node.task
     if not own_matches:
@@ -192,7 +197,6 @@ def decide(
     check_dependencies: bool,
     rerun_stale: bool,
     forced_tasks: set[str] | None,
-    external: Task,
 ) -> None:
     """Mark each state COMPLETE, MISSING, or TODO with its reasons (STALE ones flagged `stale`),
     from the facts gathered by one listing per folder; upstream first. `forced_tasks` None means
@@ -200,7 +204,7 @@ def decide(
     for st in order:
         node = st.node
         task = node.task
-        if task is external:
+        if task.is_external:
             st.status = COMPLETE if st.exists else MISSING
             continue
         deps = st.deps
@@ -225,7 +229,7 @@ def decide(
             st.status, st.reasons, st.stale = TODO, ("no fingerprint record",), True
             continue
         name, at = rec.name, rec.at
-        if not name.startswith(node._own or own_fingerprint(node), at):
+        if not name.startswith(node.own_fp or own_fingerprint(node), at):
             _stale(st, rerun_stale, ("fingerprint changed",))
             continue
         if check_dependencies and deps:
@@ -233,7 +237,7 @@ def decide(
             for d in deps:
                 if d.status not in OK or d.out_hash is None:
                     break
-                pairs.append((d.node._key, d.out_hash))
+                pairs.append((d.node.key, d.out_hash))
             else:
                 if not name.startswith(inputs_fingerprint(pairs), at + 13):
                     _stale(st, rerun_stale, ("input changed",))

@@ -43,9 +43,9 @@ class JsonFormat:
     _encoder = msgspec.json.Encoder()
 
     def __init__(self) -> None:
-        self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+        self._decoders: dict[Any, Any] = {}
 
-    def _decoder(self, type: Any) -> msgspec.json.Decoder[Any]:
+    def _decoder(self, type: Any) -> Any:
         dec = self._decoders.get(type)
         if dec is None:
             try:
@@ -70,7 +70,7 @@ class MsgpackFormat(JsonFormat):
     _mp_encoder = msgspec.msgpack.Encoder()
 
     def _decoder(self, type: Any) -> Any:
-        dec = self._decoders.get(type)
+        dec: Any = self._decoders.get(type)
         if dec is None:
             try:
                 dec = msgspec.msgpack.Decoder(type, dec_hook=_dec_hook)

@@ -14,20 +14,16 @@ from typing import Any
 
 import msgspec
 
-_ENCODER_CACHE: dict[str, Any] = {}
-
 
 class HasKey:
     """Anything identified by a digest (nodes): encoded as that digest inside parameters."""
 
     __slots__ = ()
-
-    @property
-    def key(self) -> bytes:  # pragma: no cover - overridden
-        raise TypeError
+    key: bytes  # the 16-byte identity digest (a slot of the subclass)
 
 
-def _enc_hook(obj: Any) -> Any:
+def enc_hook(obj: Any) -> Any:
+    """msgspec hook for parameter values: a node is its digest, a set is sorted."""
     if isinstance(obj, HasKey):
         return {"__node__": obj.key.hex()}
     if isinstance(obj, (set, frozenset)):
@@ -35,7 +31,7 @@ def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot be a parameter value (not encodable)")
 
 
-_encoder = msgspec.json.Encoder(enc_hook=_enc_hook, order="sorted")
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook, order="sorted")
 
 
 def canonical(params: dict[str, Any]) -> bytes:

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from typing import Any
 
 from . import _context
 from ._errors import ParameterError, TaskFailed
 from ._graph import FINISHED, OK, NodeState
+from ._scheduler import Run
+from ._settings import Options
 from ._task import Task
-from ._workflow import Workflow
-
-if TYPE_CHECKING:
-    from ._scheduler import Run
 
 
 def map(
@@ -48,11 +44,9 @@ async def _map(task: Task, items: Any, ordered: bool, window: int | None, fixed:
         async for out in _stream(frame.run, frame.state, task, items, ordered, window, fixed):  # type: ignore[arg-type]
             yield out
         return
-    run = Workflow([], execution_summary=False)._run_obj({})
-    run.prepare()
+    run = Run(Options.resolve({}))
     failure: TaskFailed | None = None
-    async with anyio.create_task_group() as tg:
-        run.tg = tg
+    async with run.working() as tg:
         try:
             async for out in _stream(run, None, task, items, ordered, window, fixed):
                 yield out
@@ -60,7 +54,6 @@ async def _map(task: Task, items: Any, ordered: bool, window: int | None, fixed:
             failure = e  # raised below, outside the task group: not wrapped in an ExceptionGroup
         finally:
             tg.cancel_scope.cancel()  # nothing of the stream outlives its consumer
-            run.close()
     if failure is not None:
         raise failure
 
@@ -74,7 +67,7 @@ async def _stream(
     window: int | None,
     fixed: dict[str, Any],
 ) -> AsyncIterator[Any]:
-    size = window or run.max_concurrency
+    size = window or run.options.max_concurrency
     source = aiter(items) if hasattr(items, "__aiter__") else iter(items)
     is_async = hasattr(source, "__anext__")
     pending: deque[NodeState] = deque()
@@ -104,5 +97,5 @@ async def _stream(
             raise TaskFailed(st.node.id, st.error or RuntimeError(f"{st.node.id} was {st.status}"))
         out = await run.output_of(st)
         if not st.dependants and not st.joins:
-            run.states.pop(st.node._key, None)  # handed over: memory stays bounded by the window
+            run.states.pop(st.node.key, None)  # handed over: memory stays bounded by the window
         yield out

@@ -1,7 +1,7 @@
 """Node: a task bound to its parameters. Hashable and equal by identity (task + canonical params).
 
 A node describes work; it does no I/O by itself. `await node` asks the run executing the current
-body (through `_context`) or, outside any run, starts a small default run.
+body (through `_context`) or, outside any run, the default runner (a small run on `af.settings`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _context
+from ._errors import ParameterError, TargetError
 from ._identity import HasKey, digest, file_stem, node_id, show_value
+from ._targets import Target, target_for
 
-if TYPE_CHECKING:
-    from ._targets import Target
+if TYPE_CHECKING:  # a type-only back reference (listed in the layering test): a node's task
     from ._task import Task
 
 
@@ -63,7 +64,7 @@ class Node(HasKey):
     `args` are what the body receives, nodes still in place of their outputs.
     """
 
-    __slots__ = ("_deps", "_id", "_key", "_own", "_stem", "args", "params", "task")
+    __slots__ = ("_deps", "_id", "_stem", "args", "key", "own_fp", "params", "task")
 
     task: Task
     params: dict[str, Any]
@@ -73,25 +74,20 @@ class Node(HasKey):
         self.task = task
         self.params = params
         self.args = args
-        self._key = digest(task.name, params)
+        self.key = digest(task.name, params)  # 16 bytes: task name + canonical parameters
         self._id: str | None = None
         self._deps: tuple[Node, ...] | None = None
         self._stem: str | None = None
-        self._own: str | None = None  # own fingerprint, made by _fingerprint when first asked
+        self.own_fp: str | None = None  # own fingerprint (code, version, params), made when first asked
 
     # identity -----------------------------------------------------------------------------
-    @property
-    def key(self) -> bytes:
-        """16-byte digest of task name + canonical parameters, identical across processes."""
-        return self._key
-
     def __hash__(self) -> int:
-        return hash(self._key)  # bytes cache their hash: nothing to store per node
+        return hash(self.key)  # bytes cache their hash: nothing to store per node
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        return isinstance(other, Node) and other._key == self._key
+        return isinstance(other, Node) and other.key == self.key
 
     def _shown(self) -> list[tuple[str, str]]:
         out = []
@@ -130,7 +126,7 @@ class Node(HasKey):
     def file_stem(self) -> str:
         """The target's file name without extension: `{readable params}-{hash}`."""
         if self._stem is None:
-            self._stem = file_stem(self._shown(), self._key)
+            self._stem = file_stem(self._shown(), self.key)
         return self._stem
 
     def __repr__(self) -> str:
@@ -158,21 +154,21 @@ class Node(HasKey):
     @property
     def target(self) -> Target | None:
         """Where the output lives under the task's store or `af.settings.store`; None if not persisted."""
-        from ._targets import target_for
-
         return target_for(self, None, None)
 
     async def complete(self) -> bool:
         """Whether the output exists and is current (upstream too, under `check_dependencies`)."""
-        from ._workflow import Workflow  # the one upward import: a default run outside any flow
-
-        return await Workflow([self], execution_summary=False).is_complete(self)
+        return await _context.default_runner().is_complete(self)
 
     async def load(self) -> Any:
         """Read the output from the target; `af.TargetError` when missing or corrupt."""
-        from ._workflow import Workflow
-
-        return await Workflow([self], execution_summary=False).output(self)
+        if not self.task.persist:
+            if self.task.is_external:
+                return self.params["url"]
+            raise TargetError(f"{self.id} is not persisted (persist=False): nothing to load; await it", path="")
+        target = self.target
+        assert target is not None
+        return await target.load()
 
     def __await__(self) -> Generator[Any, None, Any]:
         return _resolve(self).__await__()
@@ -184,16 +180,12 @@ async def _resolve(value: Any) -> Any:
         return await frame.run.resolve(value, frame.state)
     remote = _context.remote.get()
     if remote is not None:
-        from ._errors import ParameterError
-
         raise ParameterError(
             f"task {remote!r} runs on a Dask worker, where `await node` cannot reach the scheduler: "
             "return the nodes instead (their outputs take their place), or run the task locally",
             task=remote,
         )
-    from ._workflow import run_default
-
-    return await run_default(value)
+    return await _context.default_runner().resolve(value)
 
 
 async def gather(*nodes: Node) -> list[Any]:

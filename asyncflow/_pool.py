@@ -11,15 +11,19 @@ for a publish token while its output is written, so writes overlap with the next
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from ._errors import ParameterError
-from ._execute import execute
 from ._graph import READY, NodeState
+
+Execute = Callable[[NodeState, anyio.CancelScope], Awaitable[None]]
+"""Runs one node to its end; the scope is the worker's (shielded while other runs wait for it)."""
 
 
 class _Worker:
@@ -42,15 +46,19 @@ class _Limit:
 
 
 class Pool:
-    """Slots (`max_concurrency`), named and per-task limits, and the workers that use them."""
+    """Slots (`max_concurrency`), named and per-task limits, and the workers that use them.
 
-    def __init__(self, max_concurrency: int, limits: dict[str, int]) -> None:
+    Made inside a running event loop; `execute` runs one node (the run's).
+    """
+
+    def __init__(self, max_concurrency: int, limits: dict[str, int], execute: Execute) -> None:
         # The running backend's Event class, made directly: anyio.Event() looks the backend up
         # each time (~3 µs), and the scheduler makes one or two per node.
         self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
+        self.execute = execute
         self.max_concurrency = max_concurrency
         self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
-        self.tg: Any = None
+        self.tg: TaskGroup | None = None
         self.ready: deque[NodeState] = deque()
         self.free = max_concurrency
         self.idle: list[_Worker] = []
@@ -60,17 +68,34 @@ class Pool:
         self.closing = False
         self.peak = 0
 
-    def _check_limit(self, st: NodeState) -> None:
-        limit = st.node.task.limit
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[TaskGroup]:
+        """The pool at work: its workers run in this task group until the block ends."""
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            self._dispatch()
+            try:
+                yield tg
+            finally:
+                self.close()
+
+    def cancel(self) -> None:
+        """Cancel every body of this pool (fail_fast)."""
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    def check_limit(self, task: Any) -> None:
+        """A task's `limit`, made ready for use: a named pool must exist; an int makes its own."""
+        limit = task.limit
         if isinstance(limit, str) and limit not in self.limits:
             raise ParameterError(
-                f"task {st.node.task.name!r} uses limit {limit!r}, but the workflow sets no such pool; "
+                f"task {task.name!r} uses limit {limit!r}, but the workflow sets no such pool; "
                 f"pass limits={{{limit!r}: N}}",
-                task=st.node.task.name,
+                task=task.name,
                 param="limit",
             )
         if isinstance(limit, int):
-            key = f"task:{st.node.task.name}"
+            key = f"task:{task.name}"
             if key not in self.limits:
                 self.limits[key] = _Limit(key, limit)
 
@@ -80,7 +105,8 @@ class Pool:
             return None
         return self.limits[limit if isinstance(limit, str) else f"task:{st.node.task.name}"]
 
-    def _queue(self, st: NodeState) -> None:
+    def queue(self, st: NodeState) -> None:
+        """`st` is ready: a worker takes it as soon as a slot (and its limit) allows."""
         st.status = READY
         self.ready.append(st)
         if self.tg is not None:
@@ -118,6 +144,7 @@ class Pool:
                 w.item = st
                 w.event.set()
             else:
+                assert self.tg is not None
                 self.tg.start_soon(self._worker, st)
 
     def _note_peak(self) -> None:
@@ -174,7 +201,7 @@ class Pool:
         n = 0
         while st is not None:
             try:
-                await execute(self, st, scope)  # type: ignore[arg-type]
+                await self.execute(st, scope)
             finally:
                 scope.shield = False
                 self._release(st)
@@ -206,6 +233,7 @@ class Pool:
                 await anyio.lowlevel.checkpoint()  # a worker on a streak of instant bodies lets others in
 
     def close(self) -> None:
+        """No more work: idle workers leave."""
         self.closing = True
         idle, self.idle = self.idle, []
         for w in idle:

@@ -1,17 +1,43 @@
 """Targets: where a node's output lives, `{store}/{task}/{readable params}-{hash}.{ext}`, and how it
-is read and written through the task's format."""
+is read and written through the task's format.
+
+A target knows its owner only through the small `Owner` protocol below (a node satisfies it), so
+storage sits below the model: nothing here imports nodes or tasks.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._errors import SerializationError, TargetError
-from ._formats import suggest_format, type_name
+from ._formats import Format, suggest_format, type_name
 from ._settings import settings
 from ._store import Store, get_store
 
-if TYPE_CHECKING:
-    from ._node import Node
+
+class OwnerTask(Protocol):
+    """The task options a target reads."""
+
+    name: str
+    format: Format
+    store: str | None
+    storage_options: dict[str, Any]
+    persist: bool
+
+    @property
+    def return_type(self) -> Any: ...
+
+
+class Owner(Protocol):
+    """What a target needs of its node."""
+
+    @property
+    def task(self) -> OwnerTask: ...
+
+    @property
+    def id(self) -> str: ...
+
+    def file_stem(self) -> str: ...
 
 
 class Target:
@@ -19,7 +45,7 @@ class Target:
 
     __slots__ = ("folder", "name", "node", "store")
 
-    def __init__(self, node: Node, store: Store) -> None:
+    def __init__(self, node: Owner, store: Store) -> None:
         self.node = node
         self.store = store
         self.folder = store.join(node.task.name)
@@ -37,6 +63,7 @@ class Target:
 
     @property
     def format(self) -> str:
+        """The name of the task's format."""
         return self.node.task.format.name
 
     def __repr__(self) -> str:
@@ -85,7 +112,7 @@ class Target:
         return self.decode(data)
 
 
-def store_of(node: Node, url: str | None, storage_options: dict[str, Any] | None) -> Store:
+def store_of(node: Owner, url: str | None, storage_options: dict[str, Any] | None) -> Store:
     """The store a node's target lives in: the task's own, else the workflow's, else the settings'."""
     task = node.task
     if task.store is not None:
@@ -95,7 +122,7 @@ def store_of(node: Node, url: str | None, storage_options: dict[str, Any] | None
     )
 
 
-def target_for(node: Node, url: str | None, storage_options: dict[str, Any] | None) -> Target | None:
+def target_for(node: Owner, url: str | None, storage_options: dict[str, Any] | None) -> Target | None:
     """The node's target under a workflow's store, or None when the task does not persist."""
     if not node.task.persist:
         return None

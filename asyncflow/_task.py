@@ -134,6 +134,8 @@ _building: list[str] = []
 class Task:
     """A function described as a task. Call it to bind a `Node`; `task.fn` is the function."""
 
+    is_external = False  # only the task behind `af.external`
+
     def __init__(
         self,
         fn: Callable[..., Any],
@@ -154,7 +156,7 @@ class Task:
         self.fn = fn
         self._localns = _localns  # where the task was defined: resolves string annotations of local types
         self.name = name or fn.__name__
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         where = self.name
         if not _NAME.match(self.name):
             raise ParameterError(
@@ -211,9 +213,10 @@ class Task:
                 hints = typing.get_type_hints(self.fn, localns=self._localns)
             except Exception:  # unresolvable annotations: keep them unchecked
                 hints = {}
-            own = []
-            for p in inspect.signature(self.fn).parameters.values():
-                own.append(Param(p.name, hints.get(p.name, Any), p.default, self.name))
+            own = [
+                Param(q.name, hints.get(q.name, Any), q.default, self.name)
+                for q in inspect.signature(self.fn).parameters.values()
+            ]
             names = {p.name for p in own}
             inherited: dict[str, Param] = {}
             for p in own:
@@ -426,6 +429,8 @@ def _caller_locals() -> dict[str, Any] | None:
 
 class ExternalTask(Task):
     """The task behind `af.external`: a file something else produces; never run, never persisted."""
+
+    is_external = True
 
     def __init__(self) -> None:
         async def external(url: str) -> Any:

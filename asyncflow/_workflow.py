@@ -1,4 +1,5 @@
-"""Workflows: what users run. `Workflow`, `WorkflowMulti`, `DAG`, `RunResult`, `Preview`, `af.run()`."""
+"""Workflows: what users run. `Workflow`, `WorkflowMulti`, `DAG` and `af.run()`; the default
+runner that `await node` uses outside any flow is registered here."""
 
 from __future__ import annotations
 
@@ -7,172 +8,20 @@ import time
 from typing import Any, ClassVar
 
 import anyio
-import msgspec
 import sniffio
 
+from . import _context
+from . import events as ev
 from ._background import RunHandle
 from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
-from ._graph import COMPLETE, DONE, FAILED, MISSING, OK, UNSET, UPSTREAM_FAILED, NodeState
+from ._graph import COMPLETE, DONE, MISSING, OK, UNSET
 from ._node import Node, iter_nodes, replace_nodes
-from ._render import dot, mermaid, summary, tree
+from ._render import summary
+from ._results import Preview, RunResult
 from ._scheduler import Run
-from ._settings import OPTION_NAMES, settings
-from ._stats import RunStats, run_stats
+from ._settings import Options, check_options
 from ._targets import Target, target_for
-from ._task import EXTERNAL, Task
-
-_STATUS = {COMPLETE: "skipped", DONE: "ran", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
-_PREVIEW = {COMPLETE: "COMPLETE", MISSING: "MISSING"}
-_PLAIN_REASONS = frozenset({"no target", "not persisted"})  # what PENDING says by itself
-
-
-class NodeRecord(msgspec.Struct, frozen=True):
-    """How one node fared in a run (`started`: epoch seconds, 0 when it did not run)."""
-
-    node_id: str
-    task: str
-    status: str  # "ran", "skipped", "failed", "upstream_failed" or "cancelled"
-    duration: float
-    attempts: int
-    error: str | None = None
-    started: float = 0.0
-    upstream: tuple[str, ...] = ()  # static upstream and dynamic children, by id
-
-
-class RunResult:
-    """The outcome of `Workflow.run()`: counts, and per node its status, duration and error."""
-
-    def __init__(
-        self,
-        roots: list[Node],
-        states: list[NodeState],
-        duration: float,
-        peak: int,
-        failures: list[NodeState],
-        children: dict[Node, list[Node]] | None = None,
-    ) -> None:
-        self.roots = roots
-        self._children = children or {}
-        self._states = states
-        self.duration = duration
-        self.peak_concurrency = peak
-        counts: dict[str, int] = {}
-        for st in states:
-            status = _STATUS.get(st.status, "cancelled")
-            counts[status] = counts.get(status, 0) + 1
-        self.ran = counts.get("ran", 0)
-        self.skipped = counts.get("skipped", 0)
-        self.failed = counts.get("failed", 0)
-        self.upstream_failed = counts.get("upstream_failed", 0)
-        self.cancelled = counts.get("cancelled", 0)
-        self.errors = [TaskFailed(st.node.id, st.error) for st in failures if st.error is not None]
-        self.ok = (
-            self.cancelled == 0
-            and self.upstream_failed == 0
-            and not any(st.status == FAILED and not st.delivered for st in states)
-        )
-        self._records: dict[str, NodeRecord] | None = None
-
-    @property
-    def records(self) -> dict[str, NodeRecord]:
-        """`{node id: NodeRecord}` for every node the run touched."""
-        if self._records is None:
-            from ._errors import describe
-
-            self._records = {
-                st.node.id: NodeRecord(
-                    st.node.id,
-                    st.node.task.name,
-                    _STATUS.get(st.status, "cancelled"),
-                    st.duration,
-                    st.attempts,
-                    describe(st.error) if st.error is not None else None,
-                    st.started,
-                    tuple(n.id for n in (*st.node.deps, *self._children.get(st.node, ()))),
-                )
-                for st in self._states
-            }
-        return self._records
-
-    @property
-    def stats(self) -> RunStats:
-        """Wall time, throughput, peak concurrency, per-task duration statistics, critical path."""
-        return run_stats(list(self.records.values()), self.duration, self.peak_concurrency)
-
-    def write_report(self, path: str) -> None:
-        """One self-contained HTML file: the DAG, a timeline of node runs, concurrency over time and
-        the per-task statistics (inline SVG: no script, no network)."""
-        from ._report import report_html
-
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(report_html(self))
-
-    def __getitem__(self, node: Node | str) -> NodeRecord:
-        return self.records[node.id if isinstance(node, Node) else node]
-
-    @property
-    def nodes(self) -> list[Node]:
-        return [st.node for st in self._states]
-
-    def __repr__(self) -> str:
-        return (
-            f"<RunResult ok={self.ok} ran={self.ran} skipped={self.skipped} failed={self.failed} "
-            f"duration={self.duration:.3f}s>"
-        )
-
-
-class Preview:
-    """Statuses without running. `str()` is the tree alone: one `id STATUS` line per node and position."""
-
-    def __init__(
-        self,
-        roots: list[Node],
-        status: dict[Node, str],
-        children: dict[Node, list[Node]],
-        reasons: dict[Node, list[str]] | None = None,
-    ) -> None:
-        self.roots = roots
-        self.status = status
-        self.children = children
-        self.reasons = reasons or {}
-
-    def label(self, node: Node) -> str:
-        """`id STATUS`, then the reason in parentheses when it says more than "no target"."""
-        status = self.status[node]
-        why = [r for r in self.reasons.get(node, ()) if r not in _PLAIN_REASONS]
-        return f"{node.id} {status} ({'; '.join(why)})" if why else f"{node.id} {status}"
-
-    def _kids(self, node: Node) -> list[Node]:
-        return [*node.deps, *self.children.get(node, ())] if node.task is not EXTERNAL else []
-
-    def __str__(self) -> str:
-        return tree(self.roots, self._kids, self.label)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def __getitem__(self, node: Node | str) -> str:
-        if isinstance(node, str):
-            return self.by_id()[node]
-        return self.status[node]
-
-    def by_id(self) -> dict[str, str]:
-        """`{node id: STATUS}` for every node shown."""
-        return {n.id: s for n, s in self.status.items()}
-
-    @property
-    def nodes(self) -> list[Node]:
-        return list(self.status)
-
-    def edges(self) -> list[tuple[Node, Node]]:
-        """(upstream, downstream) pairs, static and known dynamic ones."""
-        return [(k, n) for n in self.status for k in self._kids(n)]
-
-    def mermaid(self) -> str:
-        return mermaid(self.edges(), self.nodes, self.status.__getitem__)
-
-    def dot(self) -> str:
-        return dot(self.edges(), self.nodes, self.status.__getitem__)
+from ._task import Task
 
 
 def _task_names(items: Any) -> set[str]:
@@ -200,14 +49,8 @@ class Workflow:
     """
 
     def __init__(self, what: Any = None, params: dict[str, Any] | None = None, **options: Any) -> None:
-        unknown = set(options) - OPTION_NAMES
-        if unknown:
-            raise ParameterError(
-                f"unknown workflow option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(OPTION_NAMES))}"
-            )
         self.params = dict(params or {})
-        self.options = options
-        self._what = what
+        self.options = check_options(options)
         self._roots = self._bind(what) if what is not None else []
         self._values: dict[Node, Any] = {}  # outputs of persist=False nodes from the last run
         self._children: dict[Node, list[Node]] = {}  # dynamic children seen in runs
@@ -234,14 +77,20 @@ class Workflow:
                 raise ParameterError("this workflow has no default task: pass a task or nodes")
             return list(self._roots)
         if isinstance(what, Task):
-            found = [n for n in self._graph() if n.task is what]
+            found = [n for n in self.nodes() if n.task is what]
             return found or [self._bind_task(what)]
         return self._bind(what)
 
-    def _graph(self) -> list[Node]:
-        """Every node reachable from the roots, statically or through known dynamic children."""
+    @property
+    def roots(self) -> list[Node]:
+        """The nodes this workflow runs by default."""
+        return list(self._roots)
+
+    def nodes(self, roots: list[Node] | None = None) -> list[Node]:
+        """Every node reachable from the roots (or from `roots`), statically or through dynamic
+        children seen in this workflow's runs; upstream after the nodes that need it."""
         seen: dict[Node, None] = {}
-        stack = list(reversed(self._roots))
+        stack = list(reversed(self._roots if roots is None else roots))
         while stack:
             n = stack.pop()
             if n in seen:
@@ -250,38 +99,26 @@ class Workflow:
             stack.extend(reversed([*n.deps, *self._children.get(n, ())]))
         return list(seen)
 
-    def option(self, name: str, overrides: dict[str, Any] | None = None) -> Any:
-        if overrides and name in overrides:
-            return overrides[name]
-        if name in self.options:
-            return self.options[name]
-        return getattr(settings, name)
+    def with_options(self, **options: Any) -> Workflow:
+        """The same workflow (roots and parameters) with these options changed."""
+        flow = Workflow(None, self.params, **{**self.options, **options})
+        flow._roots = list(self._roots)
+        return flow
 
-    def _run_obj(self, overrides: dict[str, Any], force: set[str] = frozenset(), force_all: bool = False) -> Run:  # type: ignore[assignment]
-        unknown = set(overrides) - OPTION_NAMES
-        if unknown:
-            raise ParameterError(
-                f"unknown workflow option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(OPTION_NAMES))}"
-            )
-        return Run(
-            store=self.option("store", overrides),
-            storage_options=self.option("storage_options", overrides),
-            max_concurrency=self.option("max_concurrency", overrides),
-            limits=self.option("limits", overrides),
-            check_dependencies=self.option("check_dependencies", overrides),
-            rerun_stale=self.option("rerun_stale", overrides),
-            fail_fast=self.option("fail_fast", overrides),
-            on_event=self.option("on_event", overrides),
-            force=force,
-            force_all=force_all,
-        )
+    def option(self, name: str, overrides: dict[str, Any] | None = None) -> Any:
+        """An option's value for a run with `overrides`: theirs, else this workflow's, else the settings'."""
+        return getattr(self.resolve(overrides or {}), name)
+
+    def resolve(self, overrides: dict[str, Any]) -> Options:
+        """Every option resolved and checked once for a run with `overrides`."""
+        return Options.resolve(overrides, self.options)
 
     # API ------------------------------------------------------------------------------------
     async def _survey(self, what: Any, options: dict[str, Any]) -> tuple[list[Node], Run]:
         roots = self._nodes(what)
         force = options.pop("force", None)
         force_all = options.pop("force_all", False)
-        run = self._run_obj(options, _task_names(force), force_all)
+        run = Run(self.resolve(options), _task_names(force), force_all)
         await run.survey(roots, self._children)
         return roots, run
 
@@ -296,7 +133,7 @@ class Workflow:
             if recorded:
                 known = children.setdefault(st.node, [])
                 known.extend(d.node for d in recorded if d.node not in known)
-            status[st.node] = "STALE" if st.stale else _PREVIEW.get(st.status, "PENDING")
+            status[st.node] = st.shown
             if st.status != COMPLETE or st.stale:
                 why[st.node] = await run.explain(st)
         return Preview(roots, status, children, why)
@@ -322,11 +159,11 @@ class Workflow:
     async def _execute(
         self, roots: list[Node], force: Any, force_all: bool, options: dict[str, Any]
     ) -> tuple[RunResult, Run]:
-        run = self._run_obj(options, _task_names(force), force_all)
+        run = Run(self.resolve(options), _task_names(force), force_all)
         t0 = time.perf_counter()
         await run.execute(roots)
-        states = [st for st in run.states.values()]
-        result = RunResult(roots, states, time.perf_counter() - t0, run.peak, run.failures, run.dynamic)
+        states = list(run.states.values())
+        result = RunResult(roots, states, time.perf_counter() - t0, run.pool.peak, run.failures, run.dynamic)
         for parent, kids in run.dynamic.items():
             known = self._children.setdefault(parent, [])
             have = set(known)
@@ -334,12 +171,9 @@ class Workflow:
         for st in states:
             if st.status == DONE and not st.node.task.persist and st.output is not UNSET:
                 self._values[st.node] = st.output
-        on_event = run.on_event
-        if on_event is not None:
-            from . import events
-
+        if run.on_event is not None:
             await run.emit(
-                events.FlowFinished(
+                ev.FlowFinished(
                     timestamp=time.time(),
                     ran=result.ran,
                     skipped=result.skipped,
@@ -348,7 +182,7 @@ class Workflow:
                     ok=result.ok,
                 )
             )
-        if self.option("execution_summary", options):
+        if run.options.execution_summary:
             print(summary(result), file=sys.stderr)
         if not result.ok:
             errors = result.errors or [
@@ -362,14 +196,20 @@ class Workflow:
     def start(self, task_group: Any, what: Any = None, **options: Any) -> RunHandle:
         """Start `run(what, **options)` in the background, in the application's task group; the
         handle streams its events, answers status queries and cancels it."""
-        handle = RunHandle(self, what, dict(options))
-        task_group.start_soon(handle._main)
+        options = dict(options)
+        user_on_event = options.pop("on_event", self.options.get("on_event"))
+
+        async def start(on_event: Any) -> RunResult:
+            return await self.run(what, on_event=on_event, **options)
+
+        handle = RunHandle(start, user_on_event)
+        task_group.start_soon(handle.main)
         return handle
 
     async def reset(self, what: Any = None) -> list[str]:
         """Delete the targets of a task's (or these nodes') nodes in this flow; returns their paths."""
         if isinstance(what, Task):
-            nodes = [n for n in self._graph() if n.task is what] or [self._bind_task(what)]
+            nodes = [n for n in self.nodes() if n.task is what] or [self._bind_task(what)]
         else:
             nodes = self._nodes(what)
         by_store: dict[Any, tuple[Any, list[str]]] = {}
@@ -389,10 +229,11 @@ class Workflow:
         nodes = self._nodes(what)
         if len(nodes) != 1:
             raise ParameterError(f"{len(nodes)} nodes match {what!r}; pass one node, e.g. flow.target(task(**params))")
-        return target_for(nodes[0], self.option("store"), self.option("storage_options"))
+        options = self.resolve({})
+        return target_for(nodes[0], options.store, options.storage_options)
 
     async def _read(self, node: Node) -> Any:
-        if node.task is EXTERNAL:
+        if node.task.is_external:
             return node.params["url"]
         if not node.task.persist:
             if node in self._values:
@@ -499,17 +340,25 @@ class DAG:
         return await self.workflow.preview(**kwargs)
 
 
-async def run_default(value: Any) -> Any:
-    """`await node` outside any run: run it (and what it needs) on the default settings."""
-    nodes = list(dict.fromkeys(iter_nodes(value)))
-    flow = Workflow(nodes, execution_summary=False)
-    try:
-        _, run = await flow._execute(nodes, None, False, {})
-    except FlowFailed as e:
-        raise e.errors[0] from e.errors[0].__cause__
-    states = [run.state(n) for n in nodes]
-    await run.load_outputs(states)
-    return replace_nodes(value, lambda n: run.state(n).output)
+class _DefaultRunner:
+    """`await node` and `node.complete()` outside any flow: a run on the default settings."""
+
+    async def resolve(self, value: Any) -> Any:
+        nodes = list(dict.fromkeys(iter_nodes(value)))
+        flow = Workflow(nodes, execution_summary=False)
+        try:
+            _, run = await flow._execute(nodes, None, False, {})
+        except FlowFailed as e:
+            raise e.errors[0] from e.errors[0].__cause__
+        states = [run.state(n) for n in nodes]
+        await run.load_outputs(states)
+        return replace_nodes(value, lambda n: run.state(n).output)
+
+    async def is_complete(self, node: Any) -> bool:
+        return await Workflow([node], execution_summary=False).is_complete(node)
+
+
+_context.register_default_runner(_DefaultRunner())
 
 
 def run(what: Any, **options: Any) -> Any:

@@ -13,7 +13,6 @@ import importlib.util
 import inspect
 import os
 import sys
-import time
 import tomllib
 import traceback
 import typing
@@ -26,9 +25,9 @@ import msgspec
 import structlog
 
 import asyncflow as af
-from asyncflow import events
 
 from ._errors import root_cause
+from ._progress import Reporter
 from ._render import summary
 from ._select import compile_expression
 
@@ -201,8 +200,7 @@ def load_flow(target: str, params: tuple[str, ...], options: dict[str, Any]) -> 
     if isinstance(obj, af.Workflow):
         if raw:
             _fail(f"{name} is a Workflow: its parameters are fixed; -p does not apply")
-        flow = af.Workflow(obj._roots, obj.params, **{**obj.options, **options})
-        return flow
+        return obj.with_options(**options)
     if isinstance(obj, (af.Node, list, tuple)):
         if raw:
             _fail(f"{name} is already bound: -p does not apply")
@@ -217,7 +215,7 @@ def select(flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = (
     selected ones dropped)."""
     if not expression and not exact:
         return None
-    graph = flow._graph()
+    graph = flow.nodes()
     if exact:
         chosen = [n for n in graph if n.id in exact]
         missing = set(exact) - {n.id for n in chosen}
@@ -236,72 +234,6 @@ def select(flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = (
             below.add(n)
             stack.extend(n.deps)
     return [n for n in chosen if n not in below]
-
-
-# progress -----------------------------------------------------------------------------------------
-
-
-class Reporter:
-    """Progress on stderr: a rich bar on a terminal, plain lines otherwise, nothing when quiet."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.done = self.failed = self.running = self.skipped = 0
-        self.started = time.monotonic()
-        self.bar: Any = None
-        self.task_id: Any = None
-        if not quiet and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.task_id = self.bar.add_task("starting", total=None)
-
-    def __enter__(self) -> Reporter:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def __call__(self, event: Any) -> None:
-        if isinstance(event, events.TaskStarted):
-            if event.attempt == 1:
-                self.running += 1
-        elif isinstance(event, events.TaskSucceeded):
-            self.running -= 1
-            self.done += 1
-            self._line(f"ran {event.node_id} ({event.duration:.3f}s)")
-        elif isinstance(event, events.TaskFailed):
-            self.running = max(0, self.running - 1)
-            self.failed += 1
-            self._line(f"failed {event.node_id}: {event.error}")
-        elif isinstance(event, events.TaskSkipped):
-            self.skipped += 1
-        if self.bar is not None:
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            finished = self.done + self.failed + self.skipped
-            self.bar.update(
-                self.task_id,
-                description=(
-                    f"done {self.done}  running {self.running}  failed {self.failed}  "
-                    f"skipped {self.skipped}  {self.done / elapsed:.1f} nodes/s"
-                ),
-                completed=finished,
-                total=finished + self.running,
-            )
-
-    def _line(self, text: str) -> None:
-        if not self.quiet and self.bar is None:
-            print(text, file=sys.stderr, flush=True)
 
 
 # commands -----------------------------------------------------------------------------------------
@@ -400,8 +332,7 @@ def list_(target: str, params: tuple[str, ...], store: str | None, expression: s
     """Print the ids of TARGET's nodes, one per line."""
     flow = load_flow(target, params, _flow_options(store, None))
     roots = select(flow, expression)
-    nodes = af.Workflow(roots)._graph() if roots is not None else flow._graph()
-    for node in nodes:
+    for node in flow.nodes(roots):
         print(node.id)
     return 0
 
@@ -430,9 +361,9 @@ def reset(target: str, params: tuple[str, ...], store: str | None, expression: s
 
     flow = load_flow(target, params, _flow_options(store, None))
     roots = select(flow, expression)
-    nodes = [n for n in (af.Workflow(roots)._graph() if roots else flow._graph()) if n.task.name == task_name]
+    nodes = [n for n in flow.nodes(roots) if n.task.name == task_name]
     if not nodes:
-        names = sorted({n.task.name for n in flow._graph()})
+        names = sorted({n.task.name for n in flow.nodes()})
         _fail(f"no task {task_name!r} in this flow; its tasks: {', '.join(names)}")
     if not yes and sys.stdin.isatty() and not click.confirm(f"Delete the targets of {len(nodes)} {task_name} node(s)?"):
         print("nothing deleted", file=sys.stderr)
@@ -485,7 +416,7 @@ def airflow(config: dict[str, Any], label: str, module: str | None, output: str 
     from ._export import airflow_dag
 
     name, cls = _load_dag(label, module, config)
-    text = airflow_dag(label, name, cls, af.Workflow(list(cls.tasks))._graph())
+    text = airflow_dag(label, name, cls, af.Workflow(list(cls.tasks)).nodes())
     if output:
         Path(output).write_text(text)
     else:

@@ -217,9 +217,9 @@ async def test_denied_credentials_fail_before_any_body(s3_endpoint, monkeypatch)
 async def test_storage_options_from_the_environment(s3_endpoint, monkeypatch) -> None:
     import json
 
-    from asyncflow._settings import Settings, _from_env
+    from asyncflow._settings import from_environment
 
     opts = {"client_kwargs": {"endpoint_url": s3_endpoint}}
-    settings = _from_env(Settings(), {"ASYNCFLOW_STORAGE_OPTIONS": json.dumps(opts), "ASYNCFLOW_STORE": "s3://b/p"})
+    settings = from_environment({"ASYNCFLOW_STORAGE_OPTIONS": json.dumps(opts), "ASYNCFLOW_STORE": "s3://b/p"})
     assert settings.storage_options == opts
     assert settings.store == "s3://b/p"

@@ -8,7 +8,8 @@ import threading
 import anyio
 import pytest
 
-from asyncflow._store import TMP_MARK, ThreadBatcher, _local_list, _local_write
+from asyncflow._batcher import ThreadBatcher
+from asyncflow._local import TMP_PREFIX, list_folder, write_atomic
 
 pytestmark = pytest.mark.anyio
 
@@ -93,11 +94,11 @@ async def test_a_cancelled_queued_call_never_runs() -> None:
 
 def test_local_write_is_atomic_and_cleans_up_on_failure(tmp_path) -> None:
     target = str(tmp_path / "sub" / "x.json")
-    _local_write(target, b"1")
+    write_atomic(target, b"1")
     with open(target, "rb") as f:
         assert f.read() == b"1"
     with pytest.raises(TypeError):
-        _local_write(str(tmp_path / "sub" / "y.json"), object())  # type: ignore[arg-type]
+        write_atomic(str(tmp_path / "sub" / "y.json"), object())  # type: ignore[arg-type]
     assert sorted(os.listdir(tmp_path / "sub")) == ["x.json"]
-    (tmp_path / "sub" / f".z.json{TMP_MARK}1-abc").write_bytes(b"partial")
-    assert _local_list(str(tmp_path / "sub")) == {"x.json"}  # temporaries never count
+    (tmp_path / "sub" / f"{TMP_PREFIX}1-abc-0-z.json").write_bytes(b"partial")
+    assert list_folder(str(tmp_path / "sub")) == {"x.json"}  # temporaries never count

@@ -262,7 +262,7 @@ def test_killed_process_mid_write_leaves_no_complete_looking_target(tmp_path) ->
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait for the temporary file, then kill mid-write
-            if folder.exists() and any(".asyncflow-tmp-" in n for n in os.listdir(folder)):
+            if folder.exists() and any("asyncflow-tmp-" in n for n in os.listdir(folder)):
                 break
             if proc.poll() is not None:
                 pytest.fail("the writer finished before it could be killed")
@@ -275,7 +275,7 @@ def test_killed_process_mid_write_leaves_no_complete_looking_target(tmp_path) ->
         if proc.poll() is None:
             proc.kill()
     names = os.listdir(folder)
-    assert names and all(n.startswith(".") and ".asyncflow-tmp-" in n for n in names)
+    assert names and all(n.startswith(".~asyncflow-tmp-") for n in names)
 
     @af.task(name="big", format="bytes")
     async def big_again() -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncflow import _store
+from asyncflow import _local
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +66,10 @@ def test_kill_between_temp_write_and_publish_leaves_no_target(tmp_path: Path) ->
     assert "FAULT after_temp_write" in proc.stdout
     folder = tmp_path / "store" / "stage"
     names = os.listdir(folder)
-    temps = [n for n in names if _store.TMP_MARK in n]
+    temps = [n for n in names if n.startswith(_local.TMP_PREFIX)]
     assert temps  # the killed writer's temporary file(s) (two writer threads may be mid-write)
     for temp in temps:
-        assert temp.split(_store.TMP_MARK)[0][1:] not in names  # no target for any of them ...
+        assert temp[len(_local.TMP_PREFIX) :].split("-", 3)[3] not in names  # no target for any of them ...
     proc, ran = run_pipeline(tmp_path)  # ... and the next run rebuilds what is missing
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == str(sum(range(20)) * 1000)
     assert "total" in ran
@@ -98,16 +98,19 @@ def test_kill_mid_run_then_resume_runs_exactly_the_incomplete_nodes(tmp_path: Pa
 def test_leftover_temporary_files_are_ignored_and_swept_by_age(tmp_path: Path) -> None:
     folder = tmp_path / "store" / "stage"
     folder.mkdir(parents=True)
-    old = folder / f".i=1-0000000000000000.json{_store.TMP_MARK}1-dead-0"
-    fresh = folder / f".i=2-0000000000000000.json{_store.TMP_MARK}2-live-0"
+    old = folder / f"{_local.TMP_PREFIX}1-dead-0-i=1-0000000000000000.json"
+    legacy = folder / ".i=3-0000000000000000.json.asyncflow-tmp-1-dead00-0"  # written by asyncflow 0.1
+    fresh = folder / f"{_local.TMP_PREFIX}2-live-0-i=2-0000000000000000.json"
     old.write_bytes(b"partial")
+    legacy.write_bytes(b"partial")
     fresh.write_bytes(b"being written")
-    long_ago = time.time() - 2 * _store.TMP_MAX_AGE
+    long_ago = time.time() - 2 * _local.TMP_MAX_AGE
     os.utime(old, (long_ago, long_ago))
+    os.utime(legacy, (long_ago, long_ago))
     proc, ran = run_pipeline(tmp_path)
     assert proc.returncode == 0
     assert len([r for r in ran if r.startswith("stage")]) == 20  # temporaries never count as complete
-    assert not old.exists()  # a dead writer's leftover is swept
+    assert not old.exists() and not legacy.exists()  # a dead writer's leftover is swept
     assert fresh.exists()  # a live writer's temporary is left alone
 
 

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import asyncflow as af
-from asyncflow import _execute, _faults
+from asyncflow import testing
 
 from ..conftest import BACKEND, raw_exists, raw_write
 
@@ -87,13 +87,7 @@ async def test_native_asyncio_task_cancel_propagates(store) -> None:
     assert len(asyncio.all_tasks()) <= before  # nothing leaked
 
 
-async def test_retries_back_off_on_an_injected_clock(store, monkeypatch) -> None:
-    slept: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    monkeypatch.setattr(_execute, "sleep", fake_sleep)
+async def test_retries_back_off_on_an_injected_clock(store) -> None:
     tries = []
 
     @af.task(retries=4, retry_delay=10.0)
@@ -105,7 +99,8 @@ async def test_retries_back_off_on_an_injected_clock(store, monkeypatch) -> None
 
     t0 = time.monotonic()
     flow = af.Workflow(flaky(), store=store)
-    await flow.run()
+    with testing.instant_retries() as slept:
+        await flow.run()
     assert slept == [10.0, 20.0, 40.0]
     assert time.monotonic() - t0 < 5  # no wall-clock waits
     assert await flow.output() == 7
@@ -214,12 +209,8 @@ async def test_upstream_target_deleted_between_check_and_read(store) -> None:
 
     await af.Workflow(up(), store=store).run()
     target = af.Workflow(up(), store=store).target()
-    _faults.HOOKS["after_plan"] = lambda _: os.unlink(target.path)
-    try:
-        with pytest.raises(af.FlowFailed) as e:
-            await af.Workflow(down(), store=store).run()
-    finally:
-        _faults.HOOKS.clear()
+    with testing.fault("after_plan", lambda _: os.unlink(target.path)), pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(down(), store=store).run()
     cause = e.value.__cause__
     assert isinstance(cause, af.TargetError)
     assert cause.path == target.path  # named, never a bare FileNotFoundError

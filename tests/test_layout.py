@@ -1,0 +1,153 @@
+"""The package's shape: public names, layers, import cycles, private names, module and class sizes.
+
+Every import of every module counts: at module level, inside functions and under TYPE_CHECKING.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncflow as af
+
+PACKAGE = Path(af.__file__).parent
+
+LAYERS = [
+    ("L0 leaves", ["_errors", "_settings", "events", "_identity", "_context", "_faults"]),
+    ("L1 storage", ["_formats", "_batcher", "_local", "_backends", "_store", "_targets"]),
+    ("L2 model", ["_node", "_task"]),
+    ("L3 graph", ["_graph", "_fingerprint"]),
+    ("L4 run", ["_pool", "_inventory", "_dask", "_execute", "_scheduler"]),
+    ("L5 API", ["_render", "_report", "_select", "_results", "_progress", "_export", "_background", "_workflow",
+                "_map"]),
+    ("L6 surface", ["__init__", "cli", "__main__", "testing"]),
+]  # fmt: skip
+"""A module may import only the modules listed before it (lower layers, or left of it in its own)."""
+
+ORDER = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+RANK = {m: i for i, m in enumerate(m for _, mods in LAYERS for m in mods)}
+
+TYPE_ONLY_BACK_REFERENCES = {
+    ("_node", "_task"): "Node.task is a Task (Task binds nodes, so it imports _node)",
+    ("_graph", "_node"): "NodeState.node is a Node (the graph is pure bookkeeping over nodes)",
+}
+"""Deliberate exceptions, httpx style: annotations only, never imported at run time."""
+
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 300
+
+
+def _imports(path: Path) -> Iterator[tuple[str, list[str], bool, int]]:
+    """(asyncflow module imported, names imported from it, at run time?, line) for every import."""
+    tree = ast.parse(path.read_text())
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in node.body:
+                type_only.update(id(n) for n in ast.walk(inner))
+    for node in ast.walk(tree):
+        runtime = id(node) not in type_only
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:  # from ._x import a, b
+                yield node.module.split(".")[0], [a.name for a in node.names], runtime, node.lineno
+            elif node.level == 1:  # from . import _x, events
+                for a in node.names:
+                    yield a.name, [], runtime, node.lineno
+            elif node.module and node.module.split(".")[0] == "asyncflow":
+                parts = node.module.split(".")
+                if len(parts) == 1:
+                    for a in node.names:
+                        yield (a.name if a.name in RANK else "__init__"), [], runtime, node.lineno
+                else:
+                    yield parts[1], [a.name for a in node.names], runtime, node.lineno
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "asyncflow":
+                    yield (parts[1] if len(parts) > 1 else "__init__"), [], runtime, node.lineno
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.glob("*.py"))
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {n for n in dir(af) if not n.startswith("_") and type(getattr(af, n)).__name__ != "module"}
+    assert sorted(af.__all__) == sorted(public | {"events"})
+    assert "TaskStarted" not in af.__all__  # events live in af.events only
+    assert af.TaskFailed is not af.events.TaskFailed
+
+
+def test_every_module_has_a_place_in_the_layers() -> None:
+    assert {p.stem for p in _modules()} == set(RANK)
+
+
+def test_modules_import_only_modules_listed_before_them() -> None:
+    wrong = []
+    for path in _modules():
+        mod = path.stem
+        for target, _, runtime, line in _imports(path):
+            if RANK[target] < RANK[mod]:
+                continue
+            if not runtime and (mod, target) in TYPE_ONLY_BACK_REFERENCES:
+                continue
+            wrong.append(f"{mod}.py:{line} imports {target} ({'run time' if runtime else 'type only'})")
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle_at_run_time() -> None:
+    graph: dict[str, set[str]] = {p.stem: set() for p in _modules()}
+    for path in _modules():
+        for target, _, runtime, _ in _imports(path):
+            if runtime and target != path.stem:
+                graph[path.stem].add(target)
+    state: dict[str, int] = {}
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        for nxt in sorted(graph[mod]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path, mod, nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, mod])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [])
+
+
+def test_no_private_name_crosses_modules() -> None:
+    crossing = []
+    for path in _modules():
+        for target, names, _, line in _imports(path):
+            crossing.extend(f"{path.stem}.py:{line} imports {n} from {target}" for n in names if n.startswith("_"))
+    assert not crossing, "\n".join(crossing)
+
+
+def test_modules_and_classes_stay_small() -> None:
+    big = []
+    for path in _modules():
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            big.append(f"{path.name}: {lines} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    big.append(f"{path.name}: class {node.name} has {size} lines (at most {MAX_CLASS_LINES})")
+    assert not big, "\n".join(big)
+
+
+def test_the_package_ships_its_type_annotations() -> None:
+    assert (PACKAGE / "py.typed").is_file()
+
+
+def test_the_layer_table_in_the_package_docstring_matches() -> None:
+    doc = af.__doc__ or ""
+    for title, mods in LAYERS:
+        line = next((x for x in doc.splitlines() if x.strip().startswith(title)), None)
+        assert line is not None, f"{title} missing from asyncflow/__init__.py's docstring"
+        assert line.split()[2:] == mods, f"{title} in the docstring: {line.split()[2:]} != {mods}"
