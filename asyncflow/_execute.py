@@ -50,11 +50,9 @@ class Running(Protocol):
     on_event: Any
     log_info: bool
     log_warning: bool
-    check_dependencies: bool
     executors: set[Any]
     thread_limiter: anyio.CapacityLimiter | None
 
-    def new_event(self) -> anyio.Event: ...
     def store_of(self, node: Any) -> Store: ...
     def target_of(self, node: Any) -> Target | None: ...
     async def park(self, st: NodeState) -> None: ...
@@ -63,8 +61,7 @@ class Running(Protocol):
     def end_publish(self) -> None: ...
     async def finish(self, st: NodeState, status: Status, error: BaseException | None = None) -> None: ...
     def settle(self, st: NodeState, status: Status, error: BaseException | None = None) -> list[Any]: ...
-    async def emit(self, event: Any) -> None: ...
-    def node_event(self, cls: Any, st: NodeState, **fields: Any) -> Any: ...
+    async def event(self, cls: Any, st: NodeState, **fields: Any) -> None: ...
     async def load_outputs(self, states: Any) -> None: ...
     async def resolve(self, value: Any, parent: NodeState | None) -> Any: ...
     async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None: ...
@@ -130,7 +127,7 @@ async def _share(run: Running, st: NodeState, key: Any, other: Any) -> bool:
     result. False when that run was cancelled and nobody else took over: run it here."""
     while other is not None:
         if other.done is None:
-            other.done = run.new_event()
+            other.done = anyio.Event()
         other.waiters += 1
         if other.scope is not None:
             other.scope.shield = True
@@ -166,7 +163,7 @@ async def _execute(run: Running, st: NodeState) -> None:
             if st.maybe and run.inventory.unchanged_inputs(st):
                 await run.finish(st, COMPLETE)  # upstream rebuilt to the same bytes: early cut-off
                 return
-            if await run.inventory.built_elsewhere(st, target, run.check_dependencies):
+            if await run.inventory.built_elsewhere(st, target):
                 await run.finish(st, COMPLETE)  # another run of this process built it meanwhile
                 return
         deps = st.deps
@@ -208,7 +205,7 @@ async def _execute(run: Running, st: NodeState) -> None:
     st.output = value
     st.duration = time.perf_counter() - t0
     if run.on_event is not None:
-        await run.emit(run.node_event(ev.TaskSucceeded, st, duration=st.duration))
+        await run.event(ev.TaskSucceeded, st, duration=st.duration)
     if run.log_info:
         log.info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
     run.settle(st, DONE)
@@ -220,7 +217,7 @@ async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]
     while True:
         st.attempts += 1
         if run.on_event is not None:
-            await run.emit(run.node_event(ev.TaskStarted, st, attempt=st.attempts))
+            await run.event(ev.TaskStarted, st, attempt=st.attempts)
         try:
             if task.timeout is None:
                 return await _call(run, st, kwargs)
@@ -235,7 +232,7 @@ async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]
             if st.attempts > task.retries:
                 raise
             if run.on_event is not None:
-                await run.emit(run.node_event(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e)))
+                await run.event(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e))
             if run.log_warning:
                 log.warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
             await sleep(delay)

@@ -46,10 +46,15 @@ class Inventory:
     """What one run knows of its stores."""
 
     def __init__(
-        self, store: str | None, storage_options: dict[str, Any] | None, new_event: Callable[[], anyio.Event]
+        self,
+        store: str | None,
+        storage_options: dict[str, Any] | None,
+        check_dependencies: bool,
+        new_event: Callable[[], anyio.Event],
     ) -> None:
         self.store_url = store
         self.storage_options = storage_options
+        self.check_dependencies = check_dependencies
         self.new_event = new_event
         self._stores: dict[Any, Store] = {}
         self.listings: dict[Folder, set[str] | anyio.Event] = {}
@@ -203,7 +208,7 @@ class Inventory:
         k = (target.store.key, target.folder)
         return k in self.listed_at and target.store.generation.get(target.folder, 0) != self.listed_at[k]
 
-    async def built_elsewhere(self, st: NodeState, target: Target, check_dependencies: bool) -> bool:
+    async def built_elsewhere(self, st: NodeState, target: Target) -> bool:
         """Whether another run of this process built this node, current (same fingerprint as it
         would have now), since this run decided it had to (re-listing the folder if others wrote
         in it since this run listed it)."""
@@ -218,7 +223,7 @@ class Inventory:
         record = self.records.get(k, {}).get(target.name)
         if target.name not in names or record is None or record.own != own_fingerprint(st.node):
             return False
-        if check_dependencies and record.inputs_fp != inputs_fingerprint(_inputs(list(st.deps))):
+        if self.check_dependencies and record.inputs_fp != inputs_fingerprint(_inputs(list(st.deps))):
             return False
         st.record = record
         st.out_hash = record.output

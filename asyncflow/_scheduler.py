@@ -80,7 +80,6 @@ class Run:
 
     def __init__(self, options: Options, force: set[str] = frozenset(), force_all: bool = False) -> None:  # type: ignore[assignment]
         self.options = options
-        self.check_dependencies = options.check_dependencies
         self.on_event = options.on_event
         self.log_info = options.log_info
         self.log_warning = options.log_warning
@@ -92,7 +91,7 @@ class Run:
         self.unpark = self.pool.unpark
         self.begin_publish = self.pool.begin_publish
         self.end_publish = self.pool.end_publish
-        self.inventory = Inventory(options.store, options.storage_options, self.new_event)
+        self.inventory = Inventory(options.store, options.storage_options, options.check_dependencies, self.new_event)
         self.store_of = self.inventory.store_of
         self.target_of = self.inventory.target_of
         self.states: dict[bytes, NodeState] = {}  # by node key: bytes hash in C, cached
@@ -115,6 +114,10 @@ class Run:
         result = self.on_event(event)  # type: ignore[misc]
         if hasattr(result, "__await__"):
             await result
+
+    async def event(self, cls: Any, st: NodeState, **fields: Any) -> None:
+        """Emit a node event of class `cls` (only called when someone listens)."""
+        await self.emit(self.node_event(cls, st, **fields))
 
     def node_event(self, cls: Any, st: NodeState, **fields: Any) -> Any:
         params = msgspec.to_builtins(st.node.params, enc_hook=enc_hook)
@@ -171,7 +174,12 @@ class Run:
                 await w.wait()
             with _gc_paused():
                 order = post_order(new, set(new)) if adopted else new  # expansions are upstream first
-                decide(order, self.check_dependencies, self.options.rerun_stale, None if self.force_all else self.force)
+                decide(
+                    order,
+                    self.options.check_dependencies,
+                    self.options.rerun_stale,
+                    None if self.force_all else self.force,
+                )
             for st in new:
                 if st.exists and st.record is None and st.stale and st not in self.inventory.warned:
                     t = self.target_of(st.node)
