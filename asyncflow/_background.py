@@ -47,6 +47,7 @@ class RunHandle:
                 self.status = "succeeded"
             except FlowFailed as e:
                 self.result, self.error, self.status = e.result, e, "failed"
+                self._finish(ok=False)
             except Exception as e:  # bad input, storage: the run never got going
                 self.error, self.status = e, "failed"
                 self._finish(ok=False)

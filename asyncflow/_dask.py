@@ -143,7 +143,7 @@ def remote_call(module: str, qualname: str, kwargs: dict[str, Any], where: Any) 
     path, storage_options, kind = where
     try:
         data = task.format.dumps(value, task.return_type)
-    except (TypeError, ValueError, OverflowError) as e:
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise SerializationError(
             task.name, type_name(value), task.format.name, suggest_format(value, task.format.name), str(e)
         ) from e

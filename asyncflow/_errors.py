@@ -64,16 +64,21 @@ class TargetError(AsyncflowError):
 
 
 class SerializationError(AsyncflowError):
-    """A task's output cannot be encoded by its format; nothing was written."""
+    """A task's output cannot be encoded by its format; nothing was written. `suggestion` is a
+    built-in format that can encode it, or None when none can."""
 
-    def __init__(self, task: str, type_name: str, format: str, suggestion: str, cause: str) -> None:
+    def __init__(self, task: str, type_name: str, format: str, suggestion: str | None, cause: str) -> None:
         self.task = task
         self.type_name = type_name
         self.format = format
         self.suggestion = suggestion
-        super().__init__(
-            f"task {task!r} returned a {type_name}, which format {format!r} cannot encode ({cause}); "
+        fix = (
             f"use @af.task(format={suggestion!r}) or return a {format}-encodable value"
+            if suggestion
+            else "no built-in format can encode it: return plain data (or give the task an af.Format of your own)"
+        )
+        super().__init__(
+            f"task {task!r} returned a {type_name}, which format {format!r} cannot encode ({cause}); {fix}"
         )
 
 
@@ -95,8 +100,8 @@ def _origin(exc: BaseException) -> str:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The user's exception beneath a chain of `TaskFailed` wrappers."""
-    while isinstance(exc, TaskFailed) and exc.__cause__ is not None:
+    """The user's exception beneath a chain of `TaskFailed` (and nested runs' `FlowFailed`) wrappers."""
+    while isinstance(exc, (TaskFailed, FlowFailed)) and exc.__cause__ is not None:
         exc = exc.__cause__
     return exc
 
@@ -121,16 +126,19 @@ class TaskFailed(AsyncflowError):
 class FlowFailed(AsyncflowError):
     """A run finished with failures. `result` is its `RunResult`; `errors` its `TaskFailed`s.
 
-    The first failing task's exception is the `__cause__` and leads the message.
+    The first failing task's exception is the `__cause__` and leads the message. A failure that is
+    no task's (an `on_event` callback that raised) comes first, as `problem` and as the cause.
     """
 
-    def __init__(self, result: Any, errors: list[TaskFailed]) -> None:
+    def __init__(self, result: Any, errors: list[TaskFailed], problem: tuple[str, BaseException] | None = None) -> None:
         self.result = result
         self.errors = list(errors)
-        first = self.errors[0]
-        lines = [str(first)]
-        if len(self.errors) > 1:
-            lines.append(f"and {len(self.errors) - 1} more failure(s):")
-            lines.extend(f"  - {e}" for e in self.errors[1:])
-        super().__init__("\n".join(lines))
-        self.__cause__ = root_cause(first)
+        lines = [problem[0]] if problem else []
+        if self.errors:
+            first = self.errors[0]
+            lines.append(str(first) if not problem else f"and task failure(s): {first}")
+            if len(self.errors) > 1:
+                lines.append(f"and {len(self.errors) - 1} more failure(s):")
+                lines.extend(f"  - {e}" for e in self.errors[1:])
+        super().__init__("\n".join(lines) or "the run failed")
+        self.__cause__ = problem[1] if problem else root_cause(self.errors[0]) if self.errors else None

@@ -23,10 +23,11 @@ from . import events as ev
 from ._dask import Published
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._faults import fault
-from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status
+from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status, cycle_error, find_wait_cycle
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
+    from ._emitter import Emitter
     from ._inventory import Inventory
     from ._store import Store
     from ._targets import Target
@@ -47,7 +48,7 @@ class Running(Protocol):
 
     flights: dict[Any, Flight]
     inventory: Inventory
-    on_event: Any
+    emitter: Emitter
     log_info: bool
     log_warning: bool
     executors: set[Any]
@@ -61,26 +62,27 @@ class Running(Protocol):
     def end_publish(self) -> None: ...
     async def finish(self, st: NodeState, status: Status, error: BaseException | None = None) -> None: ...
     def settle(self, st: NodeState, status: Status, error: BaseException | None = None) -> list[Any]: ...
-    async def event(self, cls: Any, st: NodeState, **fields: Any) -> None: ...
     async def load_outputs(self, states: Any) -> None: ...
     async def resolve(self, value: Any, parent: NodeState | None) -> Any: ...
     async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None: ...
 
 
 class Flight:
-    """A node being executed by some run of this event loop; others wait instead of re-running."""
+    """A node being executed by some run of this event loop; others wait instead of re-running.
 
-    __slots__ = ("done", "error", "ok", "out_hash", "output", "run", "scope", "waiters")
+    `state` is the executing run's state of the node: a waiter in another run waits for it, which
+    is how a cycle across runs (or through a workflow run inside a body) is found.
+    """
 
-    def __init__(self, run: Running) -> None:
-        self.run = run
+    __slots__ = ("done", "error", "ok", "out_hash", "output", "state")
+
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
         self.done: anyio.Event | None = None  # made by the first waiter
         self.ok = False
         self.error: BaseException | None = None
         self.output: Any = None
         self.out_hash: str | None = None
-        self.waiters = 0  # other runs waiting for it: while there are any, it is shielded
-        self.scope: anyio.CancelScope | None = None
 
 
 _FLIGHTS: anyio.lowlevel.RunVar[dict[Any, Flight]] = anyio.lowlevel.RunVar("asyncflow_flights")
@@ -96,7 +98,7 @@ def flights() -> dict[Any, Flight]:
         return table
 
 
-async def execute(run: Running, st: NodeState, scope: anyio.CancelScope) -> None:
+async def execute(run: Running, st: NodeState) -> None:
     """Run one ready node to the end: DONE with its output published, or FAILED."""
     node = st.node
     table = run.flights
@@ -104,10 +106,7 @@ async def execute(run: Running, st: NodeState, scope: anyio.CancelScope) -> None
     other = table.get(key)
     if other is not None and await _share(run, st, key, other):
         return
-    flight = table[key] = Flight(run)
-    # Other runs may come to wait for this node: then its owner's cancellation must not cancel their
-    # work. They shield the worker's scope while they wait (and unshield it when they all left).
-    flight.scope = scope
+    flight = table[key] = Flight(st)
     try:
         await _execute(run, st)
         if st.status in OK:
@@ -122,22 +121,24 @@ async def execute(run: Running, st: NodeState, scope: anyio.CancelScope) -> None
             flight.done.set()
 
 
-async def _share(run: Running, st: NodeState, key: Any, other: Any) -> bool:
+async def _share(run: Running, st: NodeState, key: Any, other: Flight) -> bool:
     """Another run of this loop executes the same node on the same store: wait and share its
-    result. False when that run was cancelled and nobody else took over: run it here."""
+    result. False when that run was cancelled and nobody else took over: run it here (a run's
+    cancellation is never held up by others waiting for its nodes, nor does it fail them)."""
     while other is not None:
+        st.awaiting = {other.state}
+        path = find_wait_cycle(st, other.state)
+        if path is not None:  # the owner (transitively) waits for this very state
+            st.awaiting = None
+            await run.finish(st, FAILED, cycle_error(path))
+            return True
         if other.done is None:
             other.done = anyio.Event()
-        other.waiters += 1
-        if other.scope is not None:
-            other.scope.shield = True
         await run.park(st)
         try:
             await other.done.wait()
         finally:
-            other.waiters -= 1
-            if other.waiters == 0 and other.scope is not None:
-                other.scope.shield = False  # nobody else needs it: its owner may cancel it
+            st.awaiting = None
             await run.unpark(st)
         if other.ok:
             st.output = other.output
@@ -147,8 +148,14 @@ async def _share(run: Running, st: NodeState, key: Any, other: Any) -> bool:
         if other.error is not None:
             await run.finish(st, FAILED, other.error)
             return True
-        other = run.flights.get(key)
+        other = run.flights.get(key)  # type: ignore[assignment]
     return False
+
+
+def passes_through(e: BaseException) -> bool:
+    """Cancellation and Ctrl-C pass through a body's handler; any other exception (SystemExit and
+    custom BaseExceptions included) is the body's failure."""
+    return isinstance(e, (KeyboardInterrupt, GeneratorExit, anyio.get_cancelled_exc_class()))
 
 
 async def _execute(run: Running, st: NodeState) -> None:
@@ -173,7 +180,7 @@ async def _execute(run: Running, st: NodeState) -> None:
             kwargs = {k: replace_nodes(v, outputs.__getitem__) for k, v in node.args.items()}
         else:
             kwargs = node.args
-        if task.retries or task.timeout is not None or run.on_event is not None:
+        if task.retries or task.timeout is not None or run.emitter.callback is not None:
             value = await _call_with_retries(run, st, kwargs)
         elif task.kind == "async" and task.executor == "async":  # the hot path: one try of a coroutine
             st.attempts = 1
@@ -196,7 +203,9 @@ async def _execute(run: Running, st: NodeState) -> None:
                 fault("after_publish", node.id)
             finally:
                 run.end_publish()
-    except Exception as e:
+    except BaseException as e:
+        if passes_through(e):
+            raise
         st.duration = time.perf_counter() - t0
         if run.log_warning:
             log.warning("task failed", node_id=node.id, error=describe(e))
@@ -204,8 +213,8 @@ async def _execute(run: Running, st: NodeState) -> None:
         return
     st.output = value
     st.duration = time.perf_counter() - t0
-    if run.on_event is not None:
-        await run.event(ev.TaskSucceeded, st, duration=st.duration)
+    if run.emitter.callback is not None:
+        await run.emitter.node(ev.TaskSucceeded, st, duration=st.duration)
     if run.log_info:
         log.info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
     run.settle(st, DONE)
@@ -216,8 +225,8 @@ async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]
     delay = task.retry_delay
     while True:
         st.attempts += 1
-        if run.on_event is not None:
-            await run.event(ev.TaskStarted, st, attempt=st.attempts)
+        if run.emitter.callback is not None:
+            await run.emitter.node(ev.TaskStarted, st, attempt=st.attempts)
         try:
             if task.timeout is None:
                 return await _call(run, st, kwargs)
@@ -231,8 +240,8 @@ async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]
         except Exception as e:
             if st.attempts > task.retries:
                 raise
-            if run.on_event is not None:
-                await run.event(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e))
+            if run.emitter.callback is not None:
+                await run.emitter.node(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e))
             if run.log_warning:
                 log.warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
             await sleep(delay)

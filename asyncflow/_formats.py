@@ -196,13 +196,19 @@ def type_name(value: Any) -> str:
     return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
-def suggest_format(value: Any, current: str) -> str:
-    """A format that would encode `value`."""
-    if isinstance(value, str) and current != "text":
-        return "text"
-    if isinstance(value, (bytes, bytearray)) and current != "bytes":
-        return "bytes"
+def suggest_format(value: Any, current: str) -> str | None:
+    """A built-in format that really encodes `value` (tried, in order of preference), or None."""
     module = getattr(type(value), "__module__", "")
-    if (module.startswith("pandas") or module.startswith("polars")) and current != "parquet":
-        return "parquet"
-    return "pickle" if current != "pickle" else "json"
+    order = ["text", "bytes"] if isinstance(value, (str, bytes, bytearray)) else []
+    if module.startswith(("pandas", "polars")):
+        order.append("parquet")
+    order += ["json", "msgpack", "pickle"]
+    for name in order:
+        if name == current:
+            continue
+        try:
+            FORMATS[name].dumps(value, Any)
+        except Exception:  # RecursionError included: too deep, or self-referencing
+            continue
+        return name
+    return None

@@ -9,6 +9,7 @@ node and says which dependants became ready. Waiting is done by whoever holds a 
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -354,4 +355,9 @@ def find_wait_cycle(parent: NodeState, child: NodeState) -> list[NodeState] | No
 
 
 def cycle_error(path: list[NodeState]) -> CycleError:
-    return CycleError([st.node.id for st in path])
+    """The error for a wait cycle; one node met twice in a row (its states in two runs) shows once."""
+    ids = [path[0].node.id]
+    for prev, st in itertools.pairwise(path):
+        if st is prev or st.node != prev.node:
+            ids.append(st.node.id)
+    return CycleError(ids)

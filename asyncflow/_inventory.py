@@ -9,14 +9,16 @@ again before a node is built twice.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import msgspec
 import structlog
 
+from ._concurrent import run_all
 from ._errors import AsyncflowError
 from ._fingerprint import (
     Record,
@@ -106,14 +108,9 @@ class Inventory:
         if todo or externals:
             for k in todo:
                 self.listings[k] = self.new_event()
-            if len(todo) + len(externals) == 1:
-                await (self._list(k, folders[k]) if todo else _check_external(externals[0]))
-            else:
-                async with anyio.create_task_group() as tg:
-                    for k in todo:
-                        tg.start_soon(self._list, k, folders[k])
-                    for st in externals:
-                        tg.start_soon(_check_external, st)
+            calls: list[Callable[[], Awaitable[None]]] = [functools.partial(self._list, k, folders[k]) for k in todo]
+            calls += [functools.partial(_check_external, st) for st in externals]
+            await run_all(calls)
         for w in waits:
             await w.wait()
         for k, ext, sts in groups:
@@ -294,7 +291,7 @@ def out_hash_of(st: NodeState) -> str:
     if st.out_hash is None:
         try:
             st.out_hash = output_hash(msgspec.msgpack.encode(st.output))
-        except (TypeError, ValueError):  # not encodable: treat as changed every time
+        except (TypeError, ValueError, RecursionError):  # not encodable: treat as changed every time
             st.out_hash = output_hash(repr(time.perf_counter_ns()).encode())
     return st.out_hash
 

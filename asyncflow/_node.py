@@ -19,21 +19,25 @@ if TYPE_CHECKING:  # a type-only back reference (listed in the layering test): a
 
 
 def iter_nodes(value: Any) -> Iterator[Node]:
-    """The nodes inside a value: the value itself, or nested in lists, tuples and dict values."""
+    """The nodes inside a value: the value itself, or nested in lists, tuples and dict values, in
+    order (iterative, and each container visited once: deep or self-referencing values are fine)."""
     if isinstance(value, Node):
         yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
+        return
+    if not isinstance(value, (list, tuple, dict)):
+        return
+    seen = {id(value)}
+    stack = [iter(value.values() if isinstance(value, dict) else value)]
+    while stack:
+        for item in stack[-1]:
             if isinstance(item, Node):
                 yield item
-            elif isinstance(item, (list, tuple, dict)):
-                yield from iter_nodes(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            if isinstance(item, Node):
-                yield item
-            elif isinstance(item, (list, tuple, dict)):
-                yield from iter_nodes(item)
+            elif isinstance(item, (list, tuple, dict)) and id(item) not in seen:
+                seen.add(id(item))
+                stack.append(iter(item.values() if isinstance(item, dict) else item))
+                break
+        else:
+            stack.pop()
 
 
 def has_nodes(value: Any) -> bool:

@@ -22,8 +22,8 @@ from anyio.abc import TaskGroup
 from ._errors import ParameterError
 from ._graph import READY, NodeState
 
-Execute = Callable[[NodeState, anyio.CancelScope], Awaitable[None]]
-"""Runs one node to its end; the scope is the worker's (shielded while other runs wait for it)."""
+Execute = Callable[[NodeState], Awaitable[None]]
+"""Runs one node to its end."""
 
 
 class _Worker:
@@ -191,19 +191,12 @@ class Pool:
             raise
 
     async def _worker(self, st: NodeState | None) -> None:
-        # One cancel scope for the worker's life (one per node would cost ~4 µs a node): other runs
-        # waiting for the node it executes shield it, so its run's cancellation spares their work.
-        with anyio.CancelScope() as scope:
-            await self._work(st, scope)
-
-    async def _work(self, st: NodeState | None, scope: anyio.CancelScope) -> None:
         me: _Worker | None = None
         n = 0
         while st is not None:
             try:
-                await self.execute(st, scope)
+                await self.execute(st)
             finally:
-                scope.shield = False
                 self._release(st)
             st = None
             if not self.slot_waiters and self.free > 0 and self.ready:

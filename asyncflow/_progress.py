@@ -67,6 +67,13 @@ class Reporter:
                 total=finished + self.running,
             )
 
+    def interrupted(self) -> str:
+        """What a run stopped by Ctrl-C had done (from the events seen)."""
+        return (
+            f"asyncflow: interrupted: {self.done} ran, {self.skipped} complete (skipped), {self.failed} failed; "
+            f"{self.running} running were cancelled (no partial target is left; run again to go on)"
+        )
+
     def _line(self, text: str) -> None:
         if not self.quiet and self.bar is None:
             print(text, file=sys.stderr, flush=True)

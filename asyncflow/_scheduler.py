@@ -8,6 +8,7 @@ node in `_execute`.
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,12 +16,14 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
+from . import _context
 from . import events as ev
-from ._errors import CycleError, MissingInputError, TaskFailed, describe, root_cause
+from ._concurrent import run_all
+from ._emitter import Emitter
+from ._errors import CycleError, MissingInputError, TaskFailed
 from ._execute import Flight, execute, flights
 from ._faults import fault
 from ._fingerprint import decide
@@ -30,6 +33,7 @@ from ._graph import (
     FINISHED,
     OK,
     PENDING,
+    RUNNING,
     UNSET,
     UPSTREAM_FAILED,
     NodeState,
@@ -42,7 +46,6 @@ from ._graph import (
     settle,
     wait_on,
 )
-from ._identity import enc_hook
 from ._inventory import Inventory
 from ._node import Node, iter_nodes, replace_nodes
 from ._pool import Pool
@@ -80,7 +83,7 @@ class Run:
 
     def __init__(self, options: Options, force: set[str] = frozenset(), force_all: bool = False) -> None:  # type: ignore[assignment]
         self.options = options
-        self.on_event = options.on_event
+        self.emitter = Emitter(options.on_event)
         self.log_info = options.log_info
         self.log_warning = options.log_warning
         self.force = force
@@ -106,22 +109,8 @@ class Run:
         """The node's state in this run."""
         return self.states[node.key]
 
-    async def _execute(self, st: NodeState, scope: anyio.CancelScope) -> None:
-        await execute(self, st, scope)
-
-    # events ---------------------------------------------------------------------------------
-    async def emit(self, event: Any) -> None:
-        result = self.on_event(event)  # type: ignore[misc]
-        if hasattr(result, "__await__"):
-            await result
-
-    async def event(self, cls: Any, st: NodeState, **fields: Any) -> None:
-        """Emit a node event of class `cls` (only called when someone listens)."""
-        await self.emit(self.node_event(cls, st, **fields))
-
-    def node_event(self, cls: Any, st: NodeState, **fields: Any) -> Any:
-        params = msgspec.to_builtins(st.node.params, enc_hook=enc_hook)
-        return cls(node_id=st.node.id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
+    async def _execute(self, st: NodeState) -> None:
+        await execute(self, st)
 
     # planning -------------------------------------------------------------------------------
     def _is_forced(self, node: Node) -> bool:
@@ -204,9 +193,9 @@ class Run:
             if task.limit is not None and task not in checked:
                 checked.add(task)
                 self.pool.check_limit(task)
-        if self.on_event is not None:
+        if self.emitter.callback is not None:
             for st in found.skipped:
-                await self.emit(self.node_event(ev.TaskSkipped, st, reason="complete"))
+                await self.emitter.node(ev.TaskSkipped, st, reason="complete")
         for st in found.to_queue:
             if st.deps:
                 failed = next((d for d in st.deps if d.status in BROKEN), None)
@@ -225,7 +214,7 @@ class Run:
     async def finish(self, st: NodeState, status: Status, error: BaseException | None = None) -> None:
         """Record the end of a node, release what waited for it, and emit the events."""
         for event in self.settle(st, status, error):
-            await self.emit(event)
+            await self.emitter.emit(event)
 
     def settle(self, st: NodeState, status: Status, error: BaseException | None = None) -> list[Any]:
         """`finish` without emitting: returns the events to emit (none without `on_event`)."""
@@ -236,23 +225,11 @@ class Run:
         for s in ended:
             if s.status == FAILED:
                 self.failures.append(s)
-            if self.on_event is not None:
-                out.append(self._end_event(s))
+            if self.emitter.callback is not None:
+                out.append(self.emitter.ended(s))
         if status == FAILED and self.options.fail_fast:
             self.pool.cancel()
         return out
-
-    def _end_event(self, s: NodeState) -> Any:
-        error = s.error
-        if s.status == FAILED:
-            cause = root_cause(error) if error else None
-            return self.node_event(
-                ev.TaskFailed, s, error=describe(error) if error else "", error_type=type(cause).__name__,
-                duration=s.duration,
-            )  # fmt: skip
-        if s.status == UPSTREAM_FAILED:
-            return self.node_event(ev.TaskSkipped, s, reason="upstream failed")
-        return self.node_event(ev.TaskSkipped, s, reason=s.status.name.lower())
 
     # outputs --------------------------------------------------------------------------------
     async def output_of(self, st: NodeState) -> Any:
@@ -267,12 +244,8 @@ class Run:
     async def load_outputs(self, states: Any) -> None:
         """Load several outputs at once (their reads are batched by the store)."""
         todo = [s for s in states if s.output is UNSET]
-        if len(todo) == 1:
-            await self.output_of(todo[0])
-        elif todo:
-            async with anyio.create_task_group() as tg:
-                for s in todo:
-                    tg.start_soon(self.output_of, s)
+        if todo:
+            await run_all([functools.partial(self.output_of, s) for s in todo])
 
     async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None:
         """Write a node's target and its record (with the dynamic children it awaited)."""
@@ -292,25 +265,13 @@ class Run:
         states = await self.plan(nodes)
         waiting = [s for s in states if s.status not in FINISHED]
         if waiting:
-            if parent is not None:
-                for s in waiting:
-                    path = find_wait_cycle(parent, s)
-                    if path is not None:
-                        raise cycle_error(path)
             event = self.new_event()
             wait_on(waiting, len(waiting), event)
             if parent is None:
                 await event.wait()
             else:
-                if parent.awaiting is None:
-                    parent.awaiting = set()
-                parent.awaiting.update(waiting)
-                await self.park(parent)
-                try:
+                async with self._awaiting(parent, waiting):
                     await event.wait()
-                finally:
-                    parent.awaiting.difference_update(waiting)
-                    await self.unpark(parent)
         failed = [s for s in states if s.status not in OK]
         if failed:
             for s in failed:
@@ -332,10 +293,25 @@ class Run:
         if parent is None:
             await event.wait()
             return
+        async with self._awaiting(parent, states):
+            await event.wait()
+
+    @asynccontextmanager
+    async def _awaiting(self, parent: NodeState, states: list[NodeState]) -> AsyncIterator[None]:
+        """`parent`'s body waits for `states`: a cycle back to it is a `CycleError`; its slot is given
+        back meanwhile."""
+        for s in states:
+            path = find_wait_cycle(parent, s)
+            if path is not None:
+                raise cycle_error(path)
+        if parent.awaiting is None:
+            parent.awaiting = set()
+        parent.awaiting.update(states)
         await self.park(parent)
         try:
-            await event.wait()
+            yield
         finally:
+            parent.awaiting.difference_update(states)
             await self.unpark(parent)
 
     # the whole run --------------------------------------------------------------------------
@@ -346,21 +322,37 @@ class Run:
         try:
             async with self.pool.open() as tg:
                 yield tg
+        except BaseExceptionGroup as group:  # Ctrl-C (trio delivers it inside the task group): plainly
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
+            raise
         finally:
             for executor in self.executors:
                 with anyio.CancelScope(shield=True):
                     await executor.close()
 
     async def execute(self, roots: list[Node]) -> list[NodeState]:
-        """Plan and run `roots`; returns their states (failures are recorded, not raised)."""
+        """Plan and run `roots`; returns their states (failures are recorded, not raised).
+
+        Run from inside a task body (a workflow run by a body), the body waits for these roots:
+        a node of this run waiting for that body's node is a cycle, found like any other."""
         states = await self.plan(roots)  # errors here (missing inputs, cycles) come before any body
         fault("after_plan", ",".join(st.node.id for st in states[:3]))
         waiting = [s for s in states if s.status not in FINISHED]
+        frame = _context.current.get()
+        body = frame.state if frame is not None and frame.run is not self else None
         async with self.working():
             if waiting:
                 event = self.new_event()
                 wait_on(waiting, len(waiting), event)
-                await event.wait()
+                if body is not None and body.status == RUNNING:
+                    body.awaiting = {*(body.awaiting or ()), *waiting}
+                    try:
+                        await event.wait()
+                    finally:
+                        body.awaiting.difference_update(waiting)
+                else:
+                    await event.wait()
         for s in self.states.values():
             if s.status not in FINISHED:
                 s.status = Status.CANCELLED

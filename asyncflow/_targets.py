@@ -81,7 +81,7 @@ class Target:
         task = self.node.task
         try:
             return task.format.dumps(value, task.return_type)
-        except (TypeError, ValueError, OverflowError) as e:
+        except (TypeError, ValueError, OverflowError, RecursionError) as e:
             raise SerializationError(
                 task.name, type_name(value), task.format.name, suggest_format(value, task.format.name), str(e)
             ) from e

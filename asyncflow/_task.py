@@ -12,6 +12,7 @@ import functools
 import inspect
 import itertools
 import re
+import reprlib
 import sys
 import typing
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from ._identity import canonical
 from ._node import Node, has_nodes
 
 _MISSING: Any = inspect.Parameter.empty
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SIMPLE = (int, str, float, bool)
 
 REGISTRY: dict[str, Task] = {}
@@ -155,12 +156,15 @@ class Task:
     ) -> None:
         self.fn = fn
         self._localns = _localns  # where the task was defined: resolves string annotations of local types
-        self.name = name or fn.__name__
+        self.name = fn.__name__ if name is None else name
         functools.update_wrapper(self, fn)
         where = self.name
-        if not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or len(self.name.encode()) > 255:
             raise ParameterError(
-                f"task name {self.name!r} must be letters, digits, '_', '.' or '-'", task=where, param="name"
+                f"task name {self.name!r} must be 1 to 255 letters, digits, '_', '.' or '-' (starting with a letter, "
+                "a digit or '_'): it names the task's folder in the store; pass name=...",
+                task=where,
+                param="name",
             )
         if inspect.isasyncgenfunction(fn):
             self.kind = "asyncgen"
@@ -330,14 +334,15 @@ class Task:
     def _node(self, params: dict[str, Any], args: dict[str, Any]) -> Node:
         try:
             return Node(self, params, args)
-        except TypeError:
+        except (TypeError, RecursionError):
             for name, value in params.items():  # find the culprit for the message
                 try:
                     canonical({name: value})
-                except TypeError as e:
+                except (TypeError, RecursionError) as e:
                     raise ParameterError(
-                        f"task {self.name!r}: parameter {name!r} = {value!r} cannot be part of a node's identity "
-                        f"({e}); pass plain data (numbers, strings, lists, dicts, dates, dataclasses...)",
+                        f"task {self.name!r}: parameter {name!r} = {reprlib.repr(value)} cannot be part of a "
+                        f"node's identity ({e}); pass plain data (numbers, strings, lists, dicts, dates, "
+                        "dataclasses...), not nested too deep nor holding itself",
                         task=self.name,
                         param=name,
                     ) from None

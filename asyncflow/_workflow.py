@@ -3,6 +3,7 @@ runner that `await node` uses outside any flow is registered here."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any, ClassVar
@@ -13,6 +14,7 @@ import sniffio
 from . import _context
 from . import events as ev
 from ._background import RunHandle
+from ._concurrent import run_all
 from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
 from ._graph import COMPLETE, DONE, MISSING, OK, UNSET
 from ._node import Node, iter_nodes, replace_nodes
@@ -171,8 +173,8 @@ class Workflow:
         for st in states:
             if st.status == DONE and not st.node.task.persist and st.output is not UNSET:
                 self._values[st.node] = st.output
-        if run.on_event is not None:
-            await run.emit(
+        if run.emitter.callback is not None:
+            await run.emitter.emit(
                 ev.FlowFinished(
                     timestamp=time.time(),
                     ran=result.ran,
@@ -184,6 +186,8 @@ class Workflow:
             )
         if run.options.execution_summary:
             print(summary(result), file=sys.stderr)
+        if run.emitter.failure is not None:
+            raise FlowFailed(result, result.errors, run.emitter.failure)
         if not result.ok:
             errors = result.errors or [
                 TaskFailed(st.node.id, st.error or RuntimeError(f"{st.node.id} was cancelled"))
@@ -281,9 +285,7 @@ class WorkflowMulti:
             except FlowFailed as e:
                 errors.append(e)
 
-        async with anyio.create_task_group() as tg:
-            for name, flow in self.workflows.items():
-                tg.start_soon(one, name, flow)
+        await run_all([functools.partial(one, name, flow) for name, flow in self.workflows.items()])
         if errors:
             raise FlowFailed(errors[0].result, [x for e in errors for x in e.errors])
         return {name: out[name] for name in self.workflows}

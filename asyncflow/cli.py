@@ -278,6 +278,9 @@ def _run_flow(
 
     try:
         result = anyio.run(go)
+    except KeyboardInterrupt:
+        print(reporter.interrupted(), file=sys.stderr)
+        return 130
     except af.FlowFailed as e:
         cause = root_cause(e.errors[0]) if e.errors else e
         traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
@@ -434,9 +437,15 @@ def main(argv: list[str] | None = None) -> int:
         status = cli.main(args=args, prog_name="asyncflow", standalone_mode=False, obj=config)
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            print("asyncflow: interrupted", file=sys.stderr)
+            return 130
         print("asyncflow: aborted", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("asyncflow: interrupted", file=sys.stderr)
+        return 130
     except (Usage, click.UsageError, af.ParameterError, af.CycleError) as e:  # bad usage: one line
         text = e.format_message() if isinstance(e, click.UsageError) else str(e)
         print(f"asyncflow: error: {text}", file=sys.stderr)

@@ -92,6 +92,38 @@ async def test_a_cancelled_queued_call_never_runs() -> None:
     assert ran == ["blocker"]
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_cancelled_leader_never_fakes_or_drops_the_other_callers_results(backend: str) -> None:
+    """The caller that leads a batch is cancelled at every loop turn of its life in turn: the other
+    caller's call always runs and returns its own result."""
+
+    async def sweep() -> list[int]:
+        bad = []
+        for k in range(40):
+            batcher = ThreadBatcher(max_batches=1)
+            got: dict[str, object] = {}
+            scope = anyio.CancelScope()
+
+            async def leader() -> None:
+                with scope:
+                    await batcher.call(lambda: "mine")
+
+            async def other() -> None:
+                got["other"] = await batcher.call(lambda: "theirs")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                tg.start_soon(other)
+                for _ in range(k):
+                    await anyio.sleep(0)
+                scope.cancel()
+            if got.get("other") != "theirs":
+                bad.append(k)
+        return bad
+
+    assert anyio.run(sweep, backend=backend) == []
+
+
 def test_local_write_is_atomic_and_cleans_up_on_failure(tmp_path) -> None:
     target = str(tmp_path / "sub" / "x.json")
     write_atomic(target, b"1")

@@ -128,10 +128,11 @@ async def test_persist_false_writes_nothing_and_keeps_the_value_for_this_workflo
     assert str(await flow.preview()) == "└─ temp PENDING"
 
 
-async def test_unencodable_output_names_task_type_and_a_format_and_writes_nothing(any_store) -> None:
-    class Opaque:
-        pass
+class Opaque:
+    """Not JSON, but picklable (a module-level class)."""
 
+
+async def test_unencodable_output_names_task_type_and_a_format_and_writes_nothing(any_store) -> None:
     @af.task
     async def weird() -> Any:
         return Opaque()

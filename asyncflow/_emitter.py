@@ -1,0 +1,68 @@
+"""A run's events: built only when someone listens, handed to `on_event` (sync or async).
+
+A callback that raises is dropped for the rest of the run (the run's work goes on) and the run
+then fails with `FlowFailed` naming it: an event stream that silently stopped would look like a
+hung run, and a task failure it is not.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from . import events as ev
+from ._errors import describe, root_cause
+from ._graph import FAILED, UPSTREAM_FAILED, NodeState
+from ._identity import enc_hook
+
+
+class Emitter:
+    """Builds and hands over one run's events; `callback` is None when nobody listens."""
+
+    __slots__ = ("callback", "failure")
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.failure: tuple[str, BaseException] | None = None  # (message, exception) of a callback that raised
+
+    async def emit(self, event: Any) -> None:
+        """Hand `event` to the callback (awaited when it is async)."""
+        callback = self.callback
+        if callback is None:
+            return
+        try:
+            result = callback(event)
+            if hasattr(result, "__await__"):
+                await result
+        except Exception as e:
+            self.callback = None
+            if self.failure is None:
+                name = getattr(callback, "__qualname__", None) or repr(callback)
+                self.failure = (
+                    f"on_event callback {name} raised {describe(e)} on a {type(event).__name__} event; "
+                    "the run went on without it",
+                    e,
+                )
+
+    async def node(self, cls: Any, st: NodeState, **fields: Any) -> None:
+        """Build and emit a node event of class `cls`."""
+        await self.emit(self.build(cls, st, **fields))
+
+    def build(self, cls: Any, st: NodeState, **fields: Any) -> Any:
+        params = msgspec.to_builtins(st.node.params, enc_hook=enc_hook)
+        return cls(node_id=st.node.id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
+
+    def ended(self, s: NodeState) -> Any:
+        """The event for a state that ended other than DONE (failed, skipped, cancelled)."""
+        error = s.error
+        if s.status == FAILED:
+            cause = root_cause(error) if error else None
+            return self.build(
+                ev.TaskFailed, s, error=describe(error) if error else "", error_type=type(cause).__name__,
+                duration=s.duration,
+            )  # fmt: skip
+        if s.status == UPSTREAM_FAILED:
+            return self.build(ev.TaskSkipped, s, reason="upstream failed")
+        return self.build(ev.TaskSkipped, s, reason=s.status.name.lower())
