@@ -55,6 +55,14 @@ BROKEN = frozenset({FAILED, UPSTREAM_FAILED, CANCELLED})
 _OUTCOME = {COMPLETE: "skipped", DONE: "ran", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
 _PREVIEW = {COMPLETE: "COMPLETE", MISSING: "MISSING"}
 
+
+
+def outcome(status: Status) -> str:
+    """The word a run result uses for a final status: ran, skipped, failed, upstream_failed or
+    cancelled (the one place these words come from)."""
+    return _OUTCOME.get(status, "cancelled")
+
+
 UNSET: Any = object()
 """A state's output before it is known (None is a valid output)."""
 
@@ -149,7 +157,7 @@ class NodeState:
     @property
     def outcome(self) -> str:
         """The word a run result uses: ran, skipped, failed, upstream_failed or cancelled."""
-        return _OUTCOME.get(self.status, "cancelled")
+        return outcome(self.status)
 
     @property
     def shown(self) -> str:

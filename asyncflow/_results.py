@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from ._errors import TaskFailed, describe
-from ._graph import FAILED, NodeState
+from ._graph import FAILED, NodeState, Status, outcome
 from ._node import Node
 from ._render import dot, mermaid, tree
 from ._report import report_html
@@ -120,10 +120,13 @@ class RunResult:
         self._states = states
         self.duration = duration
         self.peak_concurrency = peak
-        counts: dict[str, int] = {}
+        by_status: dict[Status, int] = {}
         for st in states:
-            status = st.outcome
-            counts[status] = counts.get(status, 0) + 1
+            by_status[st.status] = by_status.get(st.status, 0) + 1
+        counts: dict[str, int] = {}
+        for status, n in by_status.items():
+            word = outcome(status)
+            counts[word] = counts.get(word, 0) + n
         self.ran = counts.get("ran", 0)
         self.skipped = counts.get("skipped", 0)
         self.failed = counts.get("failed", 0)

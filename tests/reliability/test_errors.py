@@ -101,6 +101,10 @@ def test_ctrl_c_cancels_the_run_cleanly_prints_what_finished_and_exits_130(tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "asyncflow", "run", f"{script}:flow", "--store",
                              str(tmp_path / "s"), "--max-concurrency", "10"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    while sum(line.startswith("ran quick") for line in seen) < 3:  # progress lines, one per node done
+        seen.append(proc.stderr.readline())
     deadline = time.monotonic() + 30
     while (not marker.exists() or len(marker.read_text()) < 4) and time.monotonic() < deadline:
         time.sleep(0.05)
