@@ -2,9 +2,9 @@
 
 Layers (a module imports only modules listed before it; `tests/test_layout.py` enforces it and the
 README's "Design" section says who owns what):
-    L0 leaves    _errors  _settings  events  _identity  _context  _faults
+    L0 leaves    _errors  _settings  events  _identity  _code  _context  _faults
     L1 storage   _formats  _concurrent  _batcher  _local  _backends  _store  _targets
-    L2 model     _node  _task
+    L2 model     _registry  _node  _task
     L3 graph     _graph  _fingerprint
     L4 run       _pool  _inventory  _emitter  _dask  _execute  _scheduler
     L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _map

@@ -1,8 +1,9 @@
 """Fingerprints: what a target was built from, so that a change makes exactly the right nodes stale.
 
 A node's fingerprint has two halves, recorded beside its target:
-- `own`: its task's code (the AST without docstrings, comments or formatting), its `version` and
-  its parameters (the node key);
+- `own`: its task's code (`_code`: its function's normalized source and, transitively, the user's
+  own helpers, classes, constants and closure values it refers to), its `version` and its
+  parameters (the node key);
 - `inputs`: the output hash of each upstream as it was when this node was built (content, not the
   upstream's own fingerprint: an upstream rebuilt to identical bytes changes nothing below it),
   the checksum of each external input, and the output hash of each dynamic child.
@@ -14,16 +15,13 @@ content (read only to explain, or to find dynamic children: the `-d` flag) has t
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import inspect
-import textwrap
-import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ._code import code_fingerprint, generation
 from ._graph import COMPLETE, MISSING, OK, TODO, NodeState
 
 if TYPE_CHECKING:
@@ -43,8 +41,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     version: str | None
     inputs: dict[str, str]  # upstream or external id -> output hash / checksum it was built from
-    children: list[tuple[str, dict[str, Any]]] = []  # dynamic children: (task name, params)
+    children: list[Any] = []  # dynamic children, each as `describe_node` gives it
     built: float = 0.0
+    code_parts: dict[str, str] = {}  # the task function ("") and each helper, class, constant it reaches
 
 
 class RecordName:
@@ -103,56 +102,20 @@ def parse_record(name: str) -> RecordName | None:
     return RecordName(name, i + len(RECORD_MARK))
 
 
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
-
-
-_CODE: weakref.WeakKeyDictionary[Task, str] = weakref.WeakKeyDictionary()
-_PREFIX: weakref.WeakKeyDictionary[Task, bytes] = weakref.WeakKeyDictionary()
-
-
 def code_hash(task: Task) -> str:
-    """Hash of the task function's code: comments, docstrings, blank lines, formatting and the
-    decorator do not count. Computed once per task."""
-    cached = _CODE.get(task)
-    if cached is not None:
-        return cached
-    fn = task.fn
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                node.decorator_list = []
-                node.name = "_"  # renaming a function (with name=... kept) is not a change
-                break
-        _strip_docstrings(tree)
-        text = ast.dump(tree, annotate_fields=False, include_attributes=False)
-    except (OSError, TypeError, SyntaxError):  # no source (REPL, built on the fly): the bytecode
-        code = fn.__code__
-        text = repr((code.co_code, code.co_consts, code.co_names))
-    result = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-    _CODE[task] = result
-    return result
+    """The task's code fingerprint: its function's normalized source and, transitively, the
+    user's own code it refers to (re-validated on each call, computed again when that changed)."""
+    return code_fingerprint(task.fn).total
 
 
 def own_fingerprint(node: Node) -> str:
-    """Code + version + parameters (cached on the node: it is the same all the process long)."""
+    """Code + version + parameters (cached on the node until some code fingerprint changes)."""
     own = node.own_fp
-    if own is None:
+    if own is None or node.own_gen != generation[0]:
         task = node.task
-        prefix = _PREFIX.get(task)
-        if prefix is None:
-            prefix = _PREFIX[task] = f"{code_hash(task)}\0{task.version or ''}\0".encode()
+        prefix = f"{code_hash(task)}\0{task.version or ''}\0".encode()
         own = node.own_fp = hashlib.blake2b(prefix + node.key, digest_size=6).hexdigest()
+        node.own_gen = generation[0]
     return own
 
 
@@ -176,7 +139,16 @@ def reasons(node: Node, record: Record | None, inputs: dict[str, str], own_match
     task = node.task
     if not own_matches:
         if record.code != code_hash(task):
-            out.append(f"code of {task.name} changed")
+            parts = code_fingerprint(task.fn).parts
+            old = record.code_parts or {"": record.code}
+            for label in sorted(set(parts) | set(old)):
+                if parts.get(label) != old.get(label):
+                    if label == "":
+                        out.append(f"code of {task.name} changed")
+                    elif label.startswith(("helper ", "class ")):
+                        out.append(f"code of {label} changed")
+                    else:
+                        out.append(f"{label} changed")
         if (record.version or None) != task.version:
             out.append(f"version {record.version or 'none'} -> {task.version or 'none'}")
         if not out:
@@ -229,7 +201,7 @@ def decide(
             st.status, st.reasons, st.stale = TODO, ("no fingerprint record",), True
             continue
         name, at = rec.name, rec.at
-        if not name.startswith(node.own_fp or own_fingerprint(node), at):
+        if not name.startswith(own_fingerprint(node), at):
             _stale(st, rerun_stale, ("fingerprint changed",))
             continue
         if check_dependencies and deps:

@@ -56,7 +56,6 @@ _OUTCOME = {COMPLETE: "skipped", DONE: "ran", FAILED: "failed", UPSTREAM_FAILED:
 _PREVIEW = {COMPLETE: "COMPLETE", MISSING: "MISSING"}
 
 
-
 def outcome(status: Status) -> str:
     """The word a run result uses for a final status: ran, skipped, failed, upstream_failed or
     cancelled (the one place these words come from)."""

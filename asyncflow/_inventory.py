@@ -18,6 +18,7 @@ import anyio
 import msgspec
 import structlog
 
+from ._code import code_fingerprint
 from ._concurrent import run_all
 from ._errors import AsyncflowError
 from ._fingerprint import (
@@ -263,6 +264,7 @@ class Inventory:
             inputs_fp=inputs_fp,
             output=out,
             code=code_hash(node.task),
+            code_parts=code_fingerprint(node.task.fn).parts,
             version=node.task.version,
             inputs={d.node.id: h for d, (_, h) in zip(inputs, pairs, strict=True)},
             children=children,

@@ -6,12 +6,13 @@ body (through `_context`) or, outside any run, the default runner (a small run o
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _context
 from ._errors import ParameterError, TargetError
-from ._identity import HasKey, digest, file_stem, node_id, show_value
+from ._identity import HasKey, bare, digest, file_stem, node_id, show_value, stem_value
 from ._targets import Target, target_for
 
 if TYPE_CHECKING:  # a type-only back reference (listed in the layering test): a node's task
@@ -68,7 +69,7 @@ class Node(HasKey):
     `args` are what the body receives, nodes still in place of their outputs.
     """
 
-    __slots__ = ("_deps", "_id", "_stem", "args", "key", "own_fp", "params", "task")
+    __slots__ = ("_deps", "_id", "_stem", "args", "key", "own_fp", "own_gen", "params", "task")
 
     task: Task
     params: dict[str, Any]
@@ -83,6 +84,7 @@ class Node(HasKey):
         self._deps: tuple[Node, ...] | None = None
         self._stem: str | None = None
         self.own_fp: str | None = None  # own fingerprint (code, version, params), made when first asked
+        self.own_gen = 0  # the code generation own_fp was made in
 
     # identity -----------------------------------------------------------------------------
     def __hash__(self) -> int:
@@ -93,17 +95,19 @@ class Node(HasKey):
             return True
         return isinstance(other, Node) and other.key == self.key
 
-    def _shown(self) -> list[tuple[str, str]]:
+    def _shown(self, show: Any = show_value) -> list[tuple[str, str]]:
         out = []
         for k, v in self.params.items():
             t = type(v)
-            if t is str:
-                out.append((k, v))
-            elif t is int or t is bool:
+            if t is int or t is bool:
                 out.append((k, repr(v)))
+            elif t is str and show is stem_value:
+                out.append((k, v))
+            elif isinstance(v, enum.Enum) and show is show_value and self.task.annotation(k) is t:
+                out.append((k, show(v.value)))  # a member of the parameter's own enum: its value says it all
             else:
                 nodes = list(iter_nodes(v)) if isinstance(v, (Node, list, tuple, dict)) else None
-                out.append((k, show_value(v, nodes)))
+                out.append((k, show(v, nodes)))
         return out
 
     @property
@@ -124,13 +128,13 @@ class Node(HasKey):
             if t is int or t is bool:
                 return f"{self.task.name}[{k}={v!r}]"
             if t is str:
-                return f"{self.task.name}[{k}={v}]"
+                return f"{self.task.name}[{k}={v if bare(v) else show_value(v)}]"
         return node_id(self.task.name, self._shown())
 
     def file_stem(self) -> str:
         """The target's file name without extension: `{readable params}-{hash}`."""
         if self._stem is None:
-            self._stem = file_stem(self._shown(), self.key)
+            self._stem = file_stem(self._shown(stem_value), self.key)
         return self._stem
 
     def __repr__(self) -> str:

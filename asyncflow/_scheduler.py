@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from . import _context
 from . import events as ev
+from ._code import new_epoch
 from ._concurrent import run_all
 from ._emitter import Emitter
 from ._errors import CycleError, MissingInputError, TaskFailed
@@ -141,6 +142,7 @@ class Run:
         states, each marked COMPLETE, MISSING or TODO (STALE flagged) from one listing per task
         folder. Recorded dynamic children of current-looking nodes count as their upstream.
         Returns the new states."""
+        new_epoch()  # code fingerprints are checked again, once each
         batch = self.new_event()
         new: list[NodeState] = []
         waits: set[Any] = set()

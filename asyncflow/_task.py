@@ -20,17 +20,19 @@ from typing import Any
 
 import msgspec
 
+from ._code import CodeBoundary
 from ._errors import CycleError, ParameterError
 from ._formats import Format, get_format
 from ._identity import canonical
 from ._node import Node, has_nodes
+from ._registry import Registry
 
 _MISSING: Any = inspect.Parameter.empty
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SIMPLE = (int, str, float, bool)
 
-REGISTRY: dict[str, Task] = {}
-"""Tasks by name (the last definition wins): for `af.depends("name")` and the command line."""
+REGISTRY = Registry("task", "name")
+"""Tasks by name: for `af.depends("name")`, recorded dynamic children and the command line."""
 
 
 class Depends:
@@ -46,7 +48,10 @@ class Depends:
         if isinstance(self.task, Task):
             return self.task
         try:
-            return REGISTRY[self.task]
+            task = REGISTRY.get(self.task)
+            if task is None:
+                raise KeyError(self.task)
+            return task  # type: ignore[no-any-return]
         except KeyError:
             raise ParameterError(
                 f"task {who!r} depends on {self.task!r}, which is not a known task; "
@@ -132,10 +137,14 @@ class _Spec:
 _building: list[str] = []
 
 
-class Task:
-    """A function described as a task. Call it to bind a `Node`; `task.fn` is the function."""
+class Task(CodeBoundary):
+    """A function described as a task. Call it to bind a `Node`; `task.fn` is the function.
+
+    Made by `@af.task`; a task defined again (the same module and qualified name with new code)
+    updates the existing object in place."""
 
     is_external = False  # only the task behind `af.external`
+    revision = 0  # how many times it was defined again
 
     def __init__(
         self,
@@ -199,7 +208,17 @@ class Task:
                 )
         self._spec: _Spec | None = None
         self._return: Any = None
-        REGISTRY[self.name] = self
+
+    def _replaced_by(self, new: Task) -> None:
+        revision = self.revision
+        self.__dict__.clear()
+        self.__dict__.update(new.__dict__)
+        self.revision = revision + 1
+
+    def live(self) -> Task:
+        """Register this task under its name; returns the live task (this one, or the one it
+        replaces, updated in place). `ParameterError` when another task holds the name."""
+        return REGISTRY.adopt(self.name, self, lambda t: t.fn, lambda old, new: old._replaced_by(new))  # type: ignore[no-any-return]
 
     # specification --------------------------------------------------------------------------
     @property
@@ -370,6 +389,11 @@ class Task:
         names = list(dimensions)
         return [self(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*dimensions.values())]
 
+    def annotation(self, name: str) -> Any:
+        """The annotation of a parameter the task accepts (`Any` when it has none)."""
+        p = self.spec.accepts.get(name)
+        return p.annotation if p is not None else Any
+
     @property
     def params(self) -> dict[str, Param]:
         """Every parameter a caller may pass: own (not `af.depends`) and inherited."""
@@ -418,10 +442,10 @@ def _check_executor(task: str, executor: Any, kind: str) -> Any:
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Describe a function as a task: `@af.task` or `@af.task(format=..., retries=..., ...)`."""
     if fn is None:
-        return lambda f: Task(f, _localns=_caller_locals(), **options)
+        return lambda f: Task(f, _localns=_caller_locals(), **options).live()
     if not callable(fn):
         raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
-    return Task(fn, _localns=_caller_locals(), **options)
+    return Task(fn, _localns=_caller_locals(), **options).live()
 
 
 def _caller_locals() -> dict[str, Any] | None:
@@ -442,7 +466,6 @@ class ExternalTask(Task):
             return url
 
         super().__init__(external, name="external", persist=False)
-        REGISTRY.pop("external", None)
 
 
 EXTERNAL = ExternalTask()

@@ -48,12 +48,12 @@ async def test_body_change_makes_the_task_stale_and_rebuilds_what_changed_below(
     ran, note = _counter()
 
     @af.task
-    async def get_data(n: int = 3) -> list[int]:
-        note("get_data")
+    async def raw_data(n: int = 3) -> list[int]:
+        note("raw_data")
         return list(range(n))
 
     @af.task(name="fit")
-    async def fit_v1(data: list[int] = af.depends(get_data)) -> int:
+    async def fit(data: list[int] = af.depends(raw_data)) -> int:
         note("fit")
         return sum(data)
 
@@ -64,10 +64,10 @@ async def test_body_change_makes_the_task_stale_and_rebuilds_what_changed_below(
 
     flow = af.Workflow(report(), store=any_store)
     await flow.run()
-    assert ran == ["get_data", "fit", "report"]
+    assert ran == ["raw_data", "fit", "report"]
 
     @af.task(name="fit")
-    async def fit_v2(data: list[int] = af.depends(get_data)) -> int:
+    async def fit(data: list[int] = af.depends(raw_data)) -> int:  # noqa: F811 - the edited version
         note("fit")
         return sum(data) * 10  # a real change
 
@@ -75,7 +75,7 @@ async def test_body_change_makes_the_task_stale_and_rebuilds_what_changed_below(
     tree = str(await af.Workflow(report(), store=any_store).preview())
     assert "fit[n=3] STALE (code of fit changed)" in tree
     assert "report[n=3] PENDING (upstream pending)" in tree
-    assert "get_data[n=3] COMPLETE" in tree
+    assert "raw_data[n=3] COMPLETE" in tree
     explained = await af.Workflow(report(), store=any_store).explain()
     assert explained == {"report[n=3]": ["upstream pending"], "fit[n=3]": ["code of fit changed"]}
     await af.Workflow(report(), store=any_store).run()
@@ -87,7 +87,7 @@ async def test_identical_output_stops_the_rebuild_there(any_store) -> None:
     ran, note = _counter()
 
     @af.task(name="up")
-    async def up_v1() -> list[int]:
+    async def up() -> list[int]:
         note("up")
         return [1, 2, 3]
 
@@ -99,7 +99,7 @@ async def test_identical_output_stops_the_rebuild_there(any_store) -> None:
     await af.Workflow(down(), store=any_store).run()
 
     @af.task(name="up")
-    async def up_v2() -> list[int]:
+    async def up() -> list[int]:  # noqa: F811 - the edited version
         note("up")
         return [x for x in (1, 2, 3)]  # new code, same bytes
 
@@ -113,39 +113,39 @@ async def test_version_bump(any_store) -> None:
     ran, note = _counter()
 
     @af.task(name="model", version="1")
-    async def model_v1(k: int = 2) -> int:
+    async def model(k: int = 2) -> int:
         note("model")
         return k
 
-    await af.Workflow(model_v1(), store=any_store).run()
+    await af.Workflow(model(), store=any_store).run()
 
     @af.task(name="model", version="2")
-    async def model_v2(k: int = 2) -> int:
+    async def model(k: int = 2) -> int:
         note("model")
         return k
 
-    assert await af.Workflow(model_v2(), store=any_store).explain() == {"model[k=2]": ["version 1 -> 2"]}
-    assert "STALE (version 1 -> 2)" in str(await af.Workflow(model_v2(), store=any_store).preview())
-    await af.Workflow(model_v2(), store=any_store).run()
+    assert await af.Workflow(model(), store=any_store).explain() == {"model[k=2]": ["version 1 -> 2"]}
+    assert "STALE (version 1 -> 2)" in str(await af.Workflow(model(), store=any_store).preview())
+    await af.Workflow(model(), store=any_store).run()
     assert ran == ["model", "model"]
 
 
 async def test_rerun_stale_false_keeps_stale_outputs(store) -> None:
     @af.task(name="kept", version="1")
-    async def kept_v1() -> int:
+    async def kept() -> int:
         return 1
 
-    await af.Workflow(kept_v1(), store=store).run()
+    await af.Workflow(kept(), store=store).run()
 
     @af.task(name="kept", version="2")
-    async def kept_v2() -> int:
+    async def kept() -> int:
         return 1
 
-    flow = af.Workflow(kept_v2(), store=store, rerun_stale=False)
+    flow = af.Workflow(kept(), store=store, rerun_stale=False)
     assert str(await flow.preview()) == "└─ kept STALE (version 1 -> 2)"
     assert (await flow.run()).ran == 0
     assert (await flow.run()).ran == 0
-    assert (await af.Workflow(kept_v2(), store=store).run()).ran == 1
+    assert (await af.Workflow(kept(), store=store).run()).ran == 1
     assert (await flow.preview())["kept"] == "COMPLETE"
 
 
@@ -183,7 +183,7 @@ async def test_external_input_change_reruns_its_consumers(tmp_path) -> None:
 
 async def test_check_dependencies_false_judges_a_node_by_itself(store) -> None:
     @af.task(name="base", version="1")
-    async def base_v1() -> int:
+    async def base() -> int:
         return 1
 
     @af.task
@@ -193,7 +193,7 @@ async def test_check_dependencies_false_judges_a_node_by_itself(store) -> None:
     await af.Workflow(top(), store=store).run()
 
     @af.task(name="base", version="2")
-    async def base_v2() -> int:
+    async def base() -> int:  # noqa: F811 - the edited version
         return 5
 
     relaxed = af.Workflow(top(), store=store, check_dependencies=False)

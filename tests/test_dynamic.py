@@ -17,13 +17,13 @@ async def square(x: int) -> int:
 
 async def test_await_node_inside_a_body(store) -> None:
     @af.task
-    async def total(n: int) -> int:
+    async def squares_total(n: int) -> int:
         acc = 0
         for i in range(n):
             acc += await square(x=i)
         return acc
 
-    flow = af.Workflow(total(n=4), store=store)
+    flow = af.Workflow(squares_total(n=4), store=store)
     result = await flow.run()
     assert await flow.output() == 0 + 1 + 4 + 9
     assert result.ran == 5
@@ -134,13 +134,13 @@ async def test_recursion_to_any_depth(any_store) -> None:
 
 async def test_dynamic_children_under_max_concurrency_one_do_not_deadlock(mem_store) -> None:
     @af.task(persist=False)
-    async def leaf(i: int) -> int:
+    async def dleaf(i: int) -> int:
         await anyio.sleep(0)
         return i
 
     @af.task(persist=False)
     async def fan(n: int) -> int:
-        return sum(await af.gather(*[leaf(i=i) for i in range(n)]))
+        return sum(await af.gather(*[dleaf(i=i) for i in range(n)]))
 
     with anyio.fail_after(60):
         flow = af.Workflow(fan(n=10_000), store=mem_store, max_concurrency=1)

@@ -73,13 +73,13 @@ async def test_map_pulls_items_only_as_slots_free_up(mem_store) -> None:
 
 async def test_map_inside_a_body_uses_its_run_and_gives_the_slot_back(mem_store) -> None:
     @af.task(persist=False)
-    async def total(n: int) -> int:
+    async def mapped_total(n: int) -> int:
         acc = 0
         async for y in af.map(double, range(n), window=8):
             acc += y
         return acc
 
-    flow = af.Workflow(total(n=500), store=mem_store, max_concurrency=1)
+    flow = af.Workflow(mapped_total(n=500), store=mem_store, max_concurrency=1)
     with anyio.fail_after(30):
         await flow.run()
     assert await flow.output() == 2 * sum(range(500))

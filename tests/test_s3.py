@@ -36,22 +36,22 @@ class Requests:
 
 
 @af.task
-async def item(i: int) -> int:
+async def s3_item(i: int) -> int:
     return i
 
 
 async def test_store_url_and_options_on_the_workflow(s3_endpoint) -> None:
     store = f"s3://{S3_BUCKET}/opts-{uuid.uuid4().hex}"
-    flow = af.Workflow(item(i=1), store=store, storage_options={"client_kwargs": {"endpoint_url": s3_endpoint}})
+    flow = af.Workflow(s3_item(i=1), store=store, storage_options={"client_kwargs": {"endpoint_url": s3_endpoint}})
     await flow.run()
-    assert flow.target().path.startswith(f"{store}/item/i=1-")
+    assert flow.target().path.startswith(f"{store}/s3_item/i=1-")
     assert await flow.output() == 1
 
 
 async def test_the_usual_aws_environment_variables_work(s3_endpoint, monkeypatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
     store = f"s3://{S3_BUCKET}/env-{uuid.uuid4().hex}"
-    flow = af.Workflow(item(i=2), store=store)
+    flow = af.Workflow(s3_item(i=2), store=store)
     await flow.run()
     assert await flow.output() == 2
 
@@ -66,17 +66,17 @@ async def test_s3fs_is_awaited_on_the_loop_never_in_threads(s3_store, monkeypatc
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    flow = af.Workflow([item(i=i) for i in range(20)], store=s3_store)
+    flow = af.Workflow([s3_item(i=i) for i in range(20)], store=s3_store)
     await flow.run()
     await flow.run()
-    assert await flow.outputs(item) == {f"item[i={i}]": i for i in range(20)}
+    assert await flow.outputs(s3_item) == {f"s3_item[i={i}]": i for i in range(20)}
     assert hops == []
 
 
 async def test_a_target_written_elsewhere_is_seen(s3_store) -> None:
     runs = []
 
-    @af.task(name="item")
+    @af.task(name="counted_item")
     async def counted(i: int) -> int:
         runs.append(i)
         return i
@@ -97,7 +97,7 @@ async def test_a_target_written_elsewhere_is_seen(s3_store) -> None:
 
 
 async def test_bulk_completion_lists_instead_of_asking_per_node(s3_store, monkeypatch) -> None:
-    nodes = [item(i=i) for i in range(1000)]
+    nodes = [s3_item(i=i) for i in range(1000)]
     await af.Workflow(nodes, store=s3_store).run()
     requests = Requests(monkeypatch)
     result = await af.Workflow(nodes, store=s3_store).run()
@@ -147,7 +147,7 @@ async def test_a_failing_upload_leaves_no_object(s3_store, monkeypatch) -> None:
         return await original(fs, method, *args, **kwargs)
 
     monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", broken)
-    flow = af.Workflow(item(i=5), store=s3_store)
+    flow = af.Workflow(s3_item(i=5), store=s3_store)
     with pytest.raises(af.FlowFailed) as e:
         await flow.run()
     assert isinstance(e.value.__cause__, af.StorageError)

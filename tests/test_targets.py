@@ -156,10 +156,10 @@ async def test_corrupt_target_raises_target_error_with_path_and_format(any_store
         return [1, 2]
 
     @af.task
-    async def total(xs: list[int] = af.depends(numbers)) -> int:
+    async def summed(xs: list[int] = af.depends(numbers)) -> int:
         return sum(xs)
 
-    flow = af.Workflow(total(), store=any_store)
+    flow = af.Workflow(summed(), store=any_store)
     await flow.run(numbers())
     target = flow.target(numbers())
     await raw_write(target.path, b"\x00garbage{")
@@ -218,11 +218,11 @@ fsspec.register_implementation("countingfs", CountingFS, clobber=True)
 
 async def test_checking_many_nodes_lists_the_task_folder_once() -> None:
     @af.task
-    async def item(i: int) -> int:
+    async def listed_item(i: int) -> int:
         return i
 
     store = "countingfs://bulk"
-    nodes = [item(i=i) for i in range(300)]
+    nodes = [listed_item(i=i) for i in range(300)]
     await af.Workflow(nodes, store=store).run()
     CountingFS.calls.clear()
     result = await af.Workflow(nodes, store=store).run()

@@ -16,30 +16,30 @@ pytestmark = pytest.mark.anyio
 
 
 @af.task
-async def square(i: int) -> int:
+async def t_square(i: int) -> int:
     return i * i
 
 
 @af.task
-async def total(parts: list[int]) -> int:
+async def t_total(parts: list[int]) -> int:
     return sum(parts)
 
 
 async def test_memory_stores_are_fresh_and_empty() -> None:
     a, b = testing.memory_store(), testing.memory_store()
     assert a != b and a.startswith("memory://")
-    await af.Workflow(square(i=2), store=a).run()
-    result = await af.Workflow(square(i=2), store=b).run()
+    await af.Workflow(t_square(i=2), store=a).run()
+    result = await af.Workflow(t_square(i=2), store=b).run()
     assert result.ran == 1  # nothing of `a` is seen in `b`
 
 
 async def test_the_event_recorder_keeps_every_event_in_order() -> None:
     recorder = testing.EventRecorder()
-    flow = af.Workflow(total(parts=[square(i=i) for i in range(3)]), store=testing.memory_store(), on_event=recorder)
+    flow = af.Workflow(t_total(parts=[t_square(i=i) for i in range(3)]), store=testing.memory_store(), on_event=recorder)
     await flow.run()
     assert recorder.kinds()[-1] == "FlowFinished"
-    assert sorted(recorder.node_ids()[:3]) == ["square[i=0]", "square[i=1]", "square[i=2]"]
-    assert recorder.node_ids()[-1].startswith("total[")
+    assert sorted(recorder.node_ids()[:3]) == ["t_square[i=0]", "t_square[i=1]", "t_square[i=2]"]
+    assert recorder.node_ids()[-1].startswith("t_total[")
     assert len(recorder.of(events.TaskSucceeded)) == len(recorder.of("TaskSucceeded")) == 4
     recorder.clear()
     await flow.run()
@@ -64,20 +64,20 @@ async def test_instant_retries_record_the_backoff_without_waiting() -> None:
 async def test_a_fault_point_raises_where_it_is_armed_and_only_in_its_block(tmp_path) -> None:
     store = str(tmp_path / "s")
     with testing.fault("before_publish", OSError("disk gone")) as seen, pytest.raises(af.FlowFailed) as e:
-        await af.Workflow(square(i=3), store=store).run()
-    assert seen == ["square[i=3]"]
+        await af.Workflow(t_square(i=3), store=store).run()
+    assert seen == ["t_square[i=3]"]
     assert isinstance(e.value.__cause__, OSError)
-    folder = tmp_path / "s" / "square"
+    folder = tmp_path / "s" / "t_square"
     assert not folder.exists() or os.listdir(folder) == []  # nothing written
-    result = await af.Workflow(square(i=3), store=store).run()  # disarmed after the block
+    result = await af.Workflow(t_square(i=3), store=store).run()  # disarmed after the block
     assert result.ran == 1
 
 
 async def test_a_fault_point_may_call_back(tmp_path) -> None:
     reached: list[str] = []
     with testing.fault("after_plan", reached.append):
-        await af.Workflow(square(i=4), store=str(tmp_path / "s")).run()
-    assert reached == ["square[i=4]"]
+        await af.Workflow(t_square(i=4), store=str(tmp_path / "s")).run()
+    assert reached == ["t_square[i=4]"]
     with pytest.raises(ValueError, match="unknown fault point 'before_body'"), testing.fault("before_body", OSError):
         pass
 

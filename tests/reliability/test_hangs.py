@@ -124,7 +124,7 @@ async def test_leaving_af_map_early_is_safe_and_stops_what_is_in_flight(mem_stor
     stopped: list[int] = []
 
     @af.task(persist=False)
-    async def item(i: int) -> int:
+    async def streamed(i: int) -> int:
         if i == 0:
             return 0
         running.add(i)
@@ -136,7 +136,7 @@ async def test_leaving_af_map_early_is_safe_and_stops_what_is_in_flight(mem_stor
         return i
 
     with anyio.fail_after(10):
-        async for out in af.map(item, range(100), window=4):
+        async for out in af.map(streamed, range(100), window=4):
             assert out == 0
             break  # plain `async for`, no aclosing
         for _ in range(10):
@@ -148,12 +148,12 @@ async def test_leaving_af_map_early_is_safe_and_stops_what_is_in_flight(mem_stor
 
         running.clear()
         stopped.clear()
-        async with af.map(item, range(100), window=3) as outputs:
+        async with af.map(streamed, range(100), window=3) as outputs:
             async for _ in outputs:
                 break
         assert sorted(stopped) == sorted(running) == [1, 2]  # stopped when the block ends
         with pytest.raises(ZeroDivisionError):
-            async for _ in af.map(item, range(5), window=2):
+            async for _ in af.map(streamed, range(5), window=2):
                 1 / 0  # an error in the loop's body is the caller's, untouched
         await anyio.sleep(0)
 

@@ -1,0 +1,316 @@
+"""What a task's code is: its function's normalized source and, transitively, every function,
+class, module-level constant and closure value of the user's own code that it refers to.
+
+Normalized source: the AST without docstrings, comments, formatting, decorators or the function's
+own name (so renaming a function while keeping `name=` is not a change); the bytecode when there
+is no source. "The user's own code" is everything but the standard library, installed packages
+(site-packages) and asyncflow: helpers in the same file, in other modules of the project reached
+through attributes (`helpers.clean(x)`), classes, constants and closure values. Other tasks and
+nodes a body refers to are boundaries: their code is their own fingerprint, and their outputs
+reach this task as inputs.
+
+A fingerprint is computed once per task per process and re-validated cheaply on every use: if a
+name it read now refers to another object (a notebook cell defining a helper again), it is
+computed again.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import inspect
+import os
+import sys
+import sysconfig
+import textwrap
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ._identity import HasKey, tagged
+
+
+class CodeBoundary:
+    """A marker: objects whose code is fingerprinted on their own (tasks), never walked into."""
+
+    __slots__ = ()
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+
+
+def _short(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def source_hash(obj: Any) -> str:
+    """Hash of a function's (or class's) normalized source; of its bytecode when it has none."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                node.decorator_list = []
+                if not isinstance(node, ast.ClassDef):
+                    node.name = "_"  # renaming a function (with name=... kept) is not a change
+                break
+        _strip_docstrings(tree)
+        return _short(ast.dump(tree, annotate_fields=False, include_attributes=False))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        code = getattr(obj, "__code__", None)
+        if code is None:
+            return _short(repr(obj.__qualname__))
+        return _short(repr((code.co_code, _consts(code), code.co_names)))
+
+
+def _consts(code: types.CodeType) -> tuple[Any, ...]:
+    return tuple(_consts(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+
+
+_EXCLUDED = tuple(
+    {
+        os.path.realpath(p) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    }
+    | {os.path.realpath(os.path.dirname(__file__)) + os.sep}  # asyncflow itself
+    | {os.path.realpath(p) + os.sep for p in sys.path if "site-packages" in p or "dist-packages" in p}
+)
+
+
+def is_user_file(filename: str | None) -> bool:
+    """Whether code from this file is the user's own (not stdlib, site-packages or asyncflow)."""
+    if not filename:
+        return False
+    if filename.startswith("<"):
+        return not filename.startswith("<frozen")  # <ipython-input-...>, <string>: the user's
+    return not os.path.realpath(filename).startswith(_EXCLUDED)
+
+
+def _is_user_module(module: types.ModuleType) -> bool:
+    if module.__name__ == "__main__":
+        return True
+    return is_user_file(getattr(module, "__file__", None))
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Every global or attribute name the code (and the code nested in it) refers to."""
+    out = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            out |= _names(c)
+    return out
+
+
+_STATEMENTS: dict[tuple[str, float], dict[str, str]] = {}
+
+
+def _assignments(module: types.ModuleType | None) -> dict[str, str]:
+    """The source of each top-level assignment of a module, by the names it assigns."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return {}
+    try:
+        key = (path, os.stat(path).st_mtime)
+    except OSError:
+        return {}
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            tree = ast.Module(body=[], type_ignores=[])
+        for stmt in tree.body:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(
+                stmt, (ast.AnnAssign, ast.AugAssign)) else []  # fmt: skip
+            for target in targets:
+                for node in ast.walk(target):
+                    if isinstance(node, ast.Name):
+                        found[node.id] = found.get(node.id, "") + ast.dump(stmt)
+        _STATEMENTS[key] = found
+    return found
+
+
+def _constant_hash(value: Any, name: str, module: types.ModuleType | None) -> str:
+    """A module-level constant counts by the statement that assigns it (what the user edits;
+    the same in every process), or by its value when that statement cannot be found."""
+    statement = _assignments(module).get(name)
+    return _short(statement) if statement is not None else _value_hash(value)
+
+
+def _value_hash(value: Any) -> str:
+    try:
+        return _short(msgspec.json.encode(tagged(value)).decode())
+    except (TypeError, ValueError, RecursionError, OverflowError):
+        text = repr(value)
+        return _short(text if " at 0x" not in text else type(value).__qualname__)
+
+
+def _file(obj: Any) -> str:
+    try:
+        return os.path.basename(inspect.getsourcefile(obj) or obj.__code__.co_filename)
+    except (TypeError, AttributeError):
+        return "?"
+
+
+class CodeFingerprint:
+    """A task function's code fingerprint: `total`, and `parts` ({label: hash}) for the reasons."""
+
+    __slots__ = ("checked", "checks", "parts", "total")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.checked = epoch[0]
+        self.parts: dict[str, str] = {}
+        self.checks: list[tuple[Any, str, Any]] = []  # (namespace or cell, name, the object read, weakly)
+        _Walk(self).function(fn, "")
+        own = self.parts[""]
+        if len(self.parts) == 1:
+            self.total = own  # no helpers: the same fingerprint as before helpers counted
+        else:
+            self.total = _short(repr(sorted(self.parts.items())))
+
+    def read(self, where: Any, name: str, obj: Any) -> None:
+        """Remember that `name` in `where` (a namespace or a closure cell) was `obj`. Weakly when it
+        can be: a fingerprint must not keep tasks or functions alive."""
+        try:
+            self.checks.append((where, name, weakref.ref(obj)))
+        except TypeError:
+            self.checks.append((where, name, _Strong(obj)))
+
+    def valid(self) -> bool:
+        """Whether every name read still refers to the same object."""
+        for where, name, ref in self.checks:
+            if isinstance(where, tuple):  # (the function, weakly; the index of its closure cell)
+                fn = where[0]()
+                try:
+                    current = fn.__closure__[where[1]].cell_contents if fn is not None else _GONE
+                except (ValueError, IndexError, TypeError):  # an emptied cell
+                    return False
+            else:
+                current = where.get(name, _GONE)
+            if current is not ref():
+                return False
+        return True
+
+
+_GONE = object()
+
+
+class _Strong:
+    """A reference to an object that takes no weak reference (numbers, strings, tuples...)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __call__(self) -> Any:
+        return self.obj
+
+
+class _Walk:
+    def __init__(self, fp: CodeFingerprint) -> None:
+        self.fp = fp
+        self.seen: set[int] = set()
+
+    def function(self, fn: Any, label: str, part: bool = True) -> None:
+        fn = inspect.unwrap(fn)
+        if id(fn) in self.seen or not hasattr(fn, "__code__"):
+            return
+        self.seen.add(id(fn))
+        if part:
+            self.fp.parts[label] = source_hash(fn)
+        code = fn.__code__
+        names = _names(code)
+        namespace = fn.__globals__
+        module = sys.modules.get(namespace.get("__name__", ""))
+        for name in names:
+            if name in namespace:
+                obj = namespace[name]
+                self.fp.read(namespace, name, obj)
+                self.visit(obj, name, names, f"constant {name} ({_file(fn)})", module)
+        for i, (name, cell) in enumerate(zip(code.co_freevars, fn.__closure__ or (), strict=False)):
+            try:
+                obj = cell.cell_contents
+            except ValueError:  # not yet bound
+                continue
+            self.fp.read((weakref.ref(fn), i), name, obj)  # (cells take no weak reference)
+            self.visit(obj, name, names, f"closure value {name} of {fn.__qualname__}")
+
+    def visit(
+        self, obj: Any, name: str, names: set[str], constant_label: str, module: types.ModuleType | None = None
+    ) -> None:
+        if isinstance(obj, (CodeBoundary, HasKey)) or id(obj) in self.seen:
+            return
+        if isinstance(obj, types.ModuleType):
+            if _is_user_module(obj):
+                self.seen.add(id(obj))
+                for attr in names & set(vars(obj)):  # the attributes this code may reach: helpers.clean
+                    value = vars(obj)[attr]
+                    self.fp.read(vars(obj), attr, value)
+                    self.visit(value, attr, names, f"constant {obj.__name__}.{attr} ({_file(obj)})", obj)
+            return
+        if isinstance(obj, functools.partial):
+            self.seen.add(id(obj))
+            self.visit(obj.func, name, names, constant_label)
+            self.fp.parts[f"{constant_label} arguments"] = _value_hash([list(obj.args), obj.keywords])
+            return
+        if isinstance(obj, (types.FunctionType, types.MethodType)) or (callable(obj) and hasattr(obj, "__wrapped__")):
+            target = inspect.unwrap(obj)
+            target = getattr(target, "__func__", target)
+            code = getattr(target, "__code__", None)
+            if code is not None and is_user_file(code.co_filename):
+                self.function(target, f"helper {target.__qualname__} ({_file(target)})")
+            return
+        if isinstance(obj, type):
+            if _is_user_module(sys.modules.get(obj.__module__, types.ModuleType("?"))) and id(obj) not in self.seen:
+                self.seen.add(id(obj))
+                self.fp.parts[f"class {obj.__qualname__} ({_file(obj)})"] = source_hash(obj)
+                for member in vars(obj).values():  # what its methods reach (their source is in the class's)
+                    fn = getattr(member, "__func__", getattr(member, "fget", member))
+                    if isinstance(fn, types.FunctionType):
+                        self.function(fn, "", part=False)
+            return
+        if callable(obj) or inspect.isroutine(obj):
+            return
+        self.fp.parts[constant_label] = _constant_hash(obj, name, module) if module else _value_hash(obj)
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, CodeFingerprint] = weakref.WeakKeyDictionary()
+generation = [0]
+"""Bumped whenever a fingerprint is computed again: caches of per-node fingerprints check it."""
+epoch = [0]
+"""Bumped by every planning pass: a fingerprint is re-validated once per pass, not once per node."""
+
+
+def new_epoch() -> None:
+    """A planning pass starts: fingerprints are re-validated (once each) when next used."""
+    epoch[0] += 1
+
+
+def code_fingerprint(fn: Callable[..., Any]) -> CodeFingerprint:
+    """The fingerprint of a task function's code, computed once and re-validated once per pass."""
+    fp = _CACHE.get(fn)
+    if fp is not None and fp.checked == epoch[0]:
+        return fp
+    if fp is None or not fp.valid():
+        if fp is not None:
+            generation[0] += 1
+        fp = _CACHE[fn] = CodeFingerprint(fn)
+    fp.checked = epoch[0]
+    return fp
