@@ -18,9 +18,9 @@ from typing import Any
 import anyio
 
 from . import _context, _local
-from ._errors import ParameterError, SerializationError
+from ._errors import ParameterError
 from ._fingerprint import output_hash
-from ._formats import suggest_format, type_name
+from ._formats import encode_output
 from ._identity import HasKey
 
 
@@ -141,12 +141,7 @@ def remote_call(module: str, qualname: str, kwargs: dict[str, Any], where: Any) 
     if where is None or _holds_nodes(value):
         return "value", value  # the local scheduler resolves returned nodes and writes the target
     path, storage_options, kind = where
-    try:
-        data = task.format.dumps(value, task.return_type)
-    except (TypeError, ValueError, OverflowError, RecursionError) as e:
-        raise SerializationError(
-            task.name, type_name(value), task.format.name, suggest_format(value, task.format.name), str(e)
-        ) from e
+    data, _ = encode_output(task.name, task.format, value, task.return_type)
     if kind == "local":
         _local.write_atomic(path, data)
     else:

@@ -67,12 +67,14 @@ class SerializationError(AsyncflowError):
     """A task's output cannot be encoded by its format; nothing was written. `suggestion` is a
     built-in format that can encode it, or None when none can."""
 
-    def __init__(self, task: str, type_name: str, format: str, suggestion: str | None, cause: str) -> None:
+    def __init__(
+        self, task: str, type_name: str, format: str, suggestion: str | None, cause: str, fix: str | None = None
+    ) -> None:
         self.task = task
         self.type_name = type_name
         self.format = format
         self.suggestion = suggestion
-        fix = (
+        fix = fix or (
             f"use @af.task(format={suggestion!r}) or return a {format}-encodable value"
             if suggestion
             else "no built-in format can encode it: return plain data (or give the task an af.Format of your own)"

@@ -195,7 +195,7 @@ async def _execute(run: Running, st: NodeState) -> None:
             await run.publish(st, target, None, value.out_hash)  # type: ignore[arg-type]
             value = UNSET  # read back from the target when someone needs it
         elif target is not None:
-            data = target.encode(value)
+            data, value = target.publishable(value)  # downstream gets what a later run reads
             await run.begin_publish(st)
             try:
                 fault("before_publish", node.id)

@@ -7,12 +7,14 @@ dataclasses, msgspec Structs, datetimes and so on.
 
 from __future__ import annotations
 
+import builtins
 import pickle
+import typing
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._errors import ParameterError
+from ._errors import ParameterError, SerializationError
 
 
 @runtime_checkable
@@ -88,6 +90,7 @@ class PickleFormat:
 
     name = "pickle"
     ext = "pkl"
+    exact = True  # what reads back is the value itself: no need to read it back to check
 
     def dumps(self, value: Any, type: Any) -> bytes:
         try:
@@ -104,6 +107,7 @@ class TextFormat:
 
     name = "text"
     ext = "txt"
+    exact = True
 
     def dumps(self, value: Any, type: Any) -> bytes:
         if not isinstance(value, str):
@@ -119,6 +123,7 @@ class BytesFormat:
 
     name = "bytes"
     ext = "bin"
+    exact = True
 
     def dumps(self, value: Any, type: Any) -> bytes:
         if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -134,6 +139,7 @@ class ParquetFormat:
 
     name = "parquet"
     ext = "parquet"
+    exact = True  # (reading a frame back per node would double its cost; parquet keeps frames whole)
 
     def dumps(self, value: Any, type: Any) -> bytes:
         import io
@@ -189,6 +195,55 @@ def get_format(spec: Any, task: str) -> Format:
         task=task,
         param="format",
     )
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a value holds a nan or an infinity (JSON writes them as null)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is float:
+            if v != v or v in (float("inf"), float("-inf")):
+                return True
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+            stack.extend(v.keys())
+    return False
+
+
+def encode_output(task: str, fmt: Format, value: Any, type: Any) -> tuple[bytes, Any]:
+    """An output's bytes, and the value a later run would read from them (handed downstream now,
+    so the first run and the next ones agree). Checked against the return annotation `type`: a
+    value that does not match, or does not read back (a nan in JSON...), is a `SerializationError`
+    naming the task; nothing is written then."""
+    try:
+        data = fmt.dumps(value, type)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise SerializationError(task, type_name(value), fmt.name, suggest_format(value, fmt.name), str(e)) from e
+    annotated = getattr(type, "__name__", str(type).replace("typing.", ""))
+    mismatch = f"return a {annotated}, or annotate the task with what it returns"
+    if getattr(fmt, "exact", False):
+        if isinstance(type, builtins.type) and type is not typing.Any and not isinstance(value, type):
+            raise SerializationError(
+                task, type_name(value), fmt.name, None, f"the task is annotated to return {annotated}", mismatch
+            )
+        return data, value
+    if fmt.name == "json" and b"null" in data and _non_finite(value):
+        raise SerializationError(task, type_name(value), fmt.name, suggest_format(value, fmt.name),
+                                 "JSON has no nan or infinity: they would read back as None")  # fmt: skip
+    try:
+        back = fmt.loads(data, type)
+    except msgspec.ValidationError as e:
+        raise SerializationError(
+            task, type_name(value), fmt.name, None, f"the task is annotated to return {annotated}: {e}", mismatch
+        ) from e
+    except Exception as e:
+        raise SerializationError(
+            task, type_name(value), fmt.name, suggest_format(value, fmt.name), f"it does not read back: {e}"
+        ) from e
+    return data, back
 
 
 def type_name(value: Any) -> str:

@@ -45,26 +45,27 @@ def _type_name(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def tagged(value: Any) -> Any:
-    """`value` as plain JSON data in which every type JSON would blur is tagged."""
+def tagged(value: Any, node: Any = None) -> Any:
+    """`value` as plain JSON data in which every type JSON would blur is tagged; a node is its
+    digest, or what `node(n)` makes of it."""
     t = type(value)
     if t is str or t is int or t is bool or value is None:
         return value
     if t is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if t is list:
-        return [tagged(v) for v in value]
+        return [tagged(v, node) for v in value]
     if t is dict:
         if all(type(k) is str for k in value):
-            return {k: tagged(v) for k, v in value.items()}
-        pairs = [[tagged(k), tagged(v)] for k, v in value.items()]
+            return {k: tagged(v, node) for k, v in value.items()}
+        pairs = [[tagged(k, node), tagged(v, node)] for k, v in value.items()]
         return {"$map": sorted(pairs, key=lambda p: _encoder.encode(p[0]))}
     if isinstance(value, HasKey):
-        return {"__node__": value.key.hex()}
+        return {"__node__": value.key.hex()} if node is None else {"$node": node(value)}
     if t is tuple:
-        return {"$tuple": [tagged(v) for v in value]}
+        return {"$tuple": [tagged(v, node) for v in value]}
     if t is set or t is frozenset:
-        items = [tagged(v) for v in value]
+        items = [tagged(v, node) for v in value]
         return {"$set" if t is set else "$frozenset": sorted(items, key=_encoder.encode)}
     if t is bytes or t is bytearray:
         return {"$bytes": base64.b64encode(value).decode()}
@@ -95,6 +96,43 @@ def tagged(value: Any) -> Any:
     if isinstance(value, msgspec.Struct):
         return {"$obj": [_type_name(value), tagged({f: getattr(value, f) for f in value.__struct_fields__})]}
     raise TypeError(f"{type(value).__name__} cannot be a parameter value (not encodable)")
+
+
+_SIMPLE_TAGS: dict[str, Any] = {
+    "$float": float,
+    "$bytes": base64.b64decode,
+    "$datetime": _dt.datetime.fromisoformat,
+    "$date": _dt.date.fromisoformat,
+    "$time": _dt.time.fromisoformat,
+    "$timedelta": lambda v: _dt.timedelta(*v),
+    "$decimal": decimal.Decimal,
+    "$uuid": uuid.UUID,
+}
+
+
+def untagged(value: Any, node: Any) -> Any:
+    """The value `tagged` described, with `node(description)` for nodes; `ValueError` for what
+    cannot be made again from data alone (enums, objects of other types)."""
+    if isinstance(value, list):
+        return [untagged(v, node) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((tag, inner),) = value.items()
+        if tag in _SIMPLE_TAGS:
+            return _SIMPLE_TAGS[tag](inner)
+        if tag == "$tuple":
+            return tuple(untagged(v, node) for v in inner)
+        if tag in ("$set", "$frozenset"):
+            items = [untagged(v, node) for v in inner]
+            return set(items) if tag == "$set" else frozenset(items)
+        if tag == "$map":
+            return {untagged(k, node): untagged(v, node) for k, v in inner}
+        if tag == "$node":
+            return node(inner)
+        if tag in ("$enum", "$obj", "__node__"):
+            raise ValueError(f"a {tag[1:]} cannot be made again from a record")
+    return {k: untagged(v, node) for k, v in value.items()}
 
 
 def canonical(params: dict[str, Any]) -> bytes:

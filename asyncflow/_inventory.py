@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -34,11 +34,13 @@ from ._fingerprint import (
     split_names,
 )
 from ._graph import OK, NodeState
-from ._identity import enc_hook
-from ._node import Node, has_nodes
+from ._identity import enc_hook, tagged, untagged
 from ._store import Store, store_for_path
 from ._targets import Target, store_of
-from ._task import REGISTRY
+from ._task import REGISTRY, external
+
+if TYPE_CHECKING:
+    from ._node import Node
 
 log = structlog.get_logger("asyncflow")
 
@@ -171,14 +173,11 @@ class Inventory:
             if record is None:
                 continue
             kids = []
-            for name, params in record.children:
-                task = REGISTRY.get(name)
-                if task is None:
-                    continue
+            for described in record.children:
                 try:
-                    kids.append(task.bind((), dict(params), strict=False))
-                except AsyncflowError:
-                    continue  # the child's task changed its parameters: the parent is stale anyway
+                    kids.append(rebind(described))
+                except (AsyncflowError, LookupError, ValueError, TypeError):
+                    continue  # the child's task is gone or changed its parameters: the parent is stale anyway
             out.append((st, kids))
         return out
 
@@ -253,11 +252,7 @@ class Inventory:
         st.out_hash = out
         own = own_fingerprint(node)
         inputs_fp = inputs_fingerprint(pairs)
-        children = [
-            (k.node.task.name, k.node.params)
-            for k in kids
-            if not k.node.task.is_external and not any(has_nodes(v) for v in k.node.params.values())
-        ]
+        children = [describe(k.node) for k in kids]
         record = Record(
             node_id=node.id,
             own=own,
@@ -288,6 +283,26 @@ class Inventory:
             self.listed_at[k] = self.listed_at.get(k, 0) + 1
 
 
+def describe(node: Node) -> dict[str, Any]:
+    """A node as data a record keeps, from which `rebind` makes it again in a later process: its
+    task name and its parameters, type-tagged, nodes among them described the same way."""
+    return {"task": node.task.name, "params": {k: tagged(v, describe) for k, v in node.params.items()}}
+
+
+def rebind(described: Any) -> Node:
+    """The node a record's description names (the form of asyncflow 0.1, `[task, params]`, too)."""
+    if isinstance(described, (list, tuple)):  # asyncflow 0.1: (task name, plain params)
+        name, params = described
+    else:
+        name, params = described["task"], untagged(described["params"], rebind)
+    if name == "external" and set(params) <= {"url", "glob"}:
+        return external(**params)
+    task = REGISTRY.get(name)
+    if task is None:
+        raise LookupError(name)
+    return task.bind((), dict(params), strict=False)  # type: ignore[no-any-return]
+
+
 def out_hash_of(st: NodeState) -> str:
     """The hash of a finished node's output (computed for in-memory outputs when asked)."""
     if st.out_hash is None:
@@ -304,8 +319,10 @@ def _inputs(deps: list[NodeState]) -> list[tuple[bytes, str]]:
 
 async def _check_external(st: NodeState) -> None:
     url = st.node.params["url"]
+    mode = st.node.params.get("glob")
     store, path = store_for_path(url)
-    paths = await store.glob(path) if any(c in url for c in "*?[") else [path]
+    pattern = mode is True or (mode is None and any(c in url for c in "*?[") and not await store.exists(path))
+    paths = await store.glob(path) if pattern else [path]
     sums = [await store.checksum(p) for p in paths]
     found = [(p, c) for p, c in zip(paths, sums, strict=True) if c is not None]
     st.exists = bool(found)

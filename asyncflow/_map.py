@@ -2,6 +2,8 @@
 
 Memory follows the window (the concurrency bound), not the number of items: at most `window`
 nodes exist at once, and each one's state is dropped once its output has been handed over.
+Inside a body, each item is an input of the body's output, recorded with it like any dynamic
+child: there the run keeps a state per item until the body ends.
 
 Outside a run, the stream owns a small run whose workers live in a background task of the event
 loop: the consumer's `async for` holds no task group across its iterations, so leaving the loop
@@ -163,6 +165,8 @@ async def _stream(
                 exhausted = True
                 break
             node = task.bind((item,), dict(fixed))
+            if parent is not None:  # an input of the body's output: recorded with it, re-checked later
+                run.dynamic.setdefault(parent.node, []).append(node)
             st = await run.plan_one(node)
             pending.append(st)
         if not pending:
@@ -179,6 +183,6 @@ async def _stream(
             st.delivered = True
             raise TaskFailed(st.node.id, st.error or RuntimeError(f"{st.node.id} was {st.status.name.lower()}"))
         out = await run.output_of(st)
-        if not st.dependants and not st.joins:
+        if parent is None and not st.dependants and not st.joins:
             run.states.pop(st.node.key, None)  # handed over: memory stays bounded by the window
         yield out

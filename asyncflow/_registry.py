@@ -71,13 +71,15 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(n for n, ref in self._live.items() if ref() is not None)
 
-    def adopt(self, name: str, obj: Any, definition: Callable[[Any], Any], replace: Callable[[Any, Any], None]) -> Any:
-        """Register `obj` under `name` and return the live object: `obj`, or the one it replaces."""
+    def adopt(self, name: str, obj: Any, definition: Callable[[Any], Any], replace: Callable[[Any, Any], Any]) -> Any:
+        """Register `obj` under `name` and return the live object: `obj`, or what `replace(old,
+        obj)` makes of a redefinition (tasks: the old object, updated in place)."""
         old = self.get(name)
         if old is not None and old is not obj:
             if redefines(definition(old), definition(obj)):
-                replace(old, obj)
-                return old
+                live = replace(old, obj)
+                self._live[name] = weakref.ref(live)
+                return live
             first = _site(definition(old))
             del old  # (or the collection below could never free it)
             gc.collect()  # the first one may be garbage kept by a reference cycle

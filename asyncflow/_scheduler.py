@@ -251,7 +251,7 @@ class Run:
 
     async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None:
         """Write a node's target and its record (with the dynamic children it awaited)."""
-        kids = [self.states[c.key] for c in self.dynamic.get(st.node, ()) if c.key in self.states]
+        kids = [self.states[c.key] for c in dict.fromkeys(self.dynamic.get(st.node, ())) if c.key in self.states]
         await self.inventory.publish(st, target, data, kids, out_hash)
 
     # dynamic dependencies -------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._errors import SerializationError, TargetError
-from ._formats import Format, suggest_format, type_name
+from ._errors import TargetError
+from ._formats import Format, encode_output
 from ._settings import settings
 from ._store import Store, get_store
 
@@ -78,13 +78,13 @@ class Target:
 
     def encode(self, value: Any) -> bytes:
         """The output as bytes, or `SerializationError` (nothing is written)."""
+        return self.publishable(value)[0]
+
+    def publishable(self, value: Any) -> tuple[bytes, Any]:
+        """The output's bytes and the value a later run would read back from them, checked against
+        the return annotation; `SerializationError` (nothing is written) when it cannot be."""
         task = self.node.task
-        try:
-            return task.format.dumps(value, task.return_type)
-        except (TypeError, ValueError, OverflowError, RecursionError) as e:
-            raise SerializationError(
-                task.name, type_name(value), task.format.name, suggest_format(value, task.format.name), str(e)
-            ) from e
+        return encode_output(task.name, task.format, value, task.return_type)
 
     def decode(self, data: bytes) -> Any:
         """Bytes back to the output; `TargetError` naming path and format when they do not decode."""

@@ -209,11 +209,12 @@ class Task(CodeBoundary):
         self._spec: _Spec | None = None
         self._return: Any = None
 
-    def _replaced_by(self, new: Task) -> None:
+    def _replaced_by(self, new: Task) -> Task:
         revision = self.revision
         self.__dict__.clear()
         self.__dict__.update(new.__dict__)
         self.revision = revision + 1
+        return self
 
     def live(self) -> Task:
         """Register this task under its name; returns the live task (this one, or the one it
@@ -462,7 +463,7 @@ class ExternalTask(Task):
     is_external = True
 
     def __init__(self) -> None:
-        async def external(url: str) -> Any:
+        async def external(url: str, glob: bool | None = None) -> Any:
             return url
 
         super().__init__(external, name="external", persist=False)
@@ -471,8 +472,16 @@ class ExternalTask(Task):
 EXTERNAL = ExternalTask()
 
 
-def external(url: str) -> Node:
-    """A node for a file (or glob) produced elsewhere: complete when it exists; its output is the path(s)."""
+def external(url: str, *, glob: bool | None = None) -> Node:
+    """A node for a file (or glob) produced elsewhere: complete when it exists; its output is the
+    path, or the sorted list of paths for a glob.
+
+    `glob=None` (the default): a path that exists is that very file, whatever characters it holds
+    (`sales[2024].csv`); only when no such file exists is a path with `*`, `?` or `[` a pattern.
+    `glob=True` always matches a pattern, `glob=False` never does."""
     if not isinstance(url, str) or not url:
         raise ParameterError(f"af.external() needs a path or URL string, got {url!r}")
-    return EXTERNAL(url=url)
+    if glob not in (None, True, False):
+        raise ParameterError(f"af.external(): glob must be True, False or None, got {glob!r}", param="glob")
+    params: dict[str, Any] = {"url": url} if glob is None else {"glob": glob, "url": url}
+    return Node(EXTERNAL, params, dict(params))

@@ -3,7 +3,9 @@ runner that `await node` uses outside any flow is registered here."""
 
 from __future__ import annotations
 
+import difflib
 import functools
+import itertools
 import sys
 import time
 from typing import Any, ClassVar
@@ -18,29 +20,44 @@ from ._concurrent import run_all
 from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
 from ._graph import COMPLETE, DONE, MISSING, OK, UNSET
 from ._node import Node, iter_nodes, replace_nodes
+from ._registry import Registry
 from ._render import summary
 from ._results import Preview, RunResult
 from ._scheduler import Run
 from ._settings import Options, check_options
 from ._targets import Target, target_for
-from ._task import Task
+from ._task import REGISTRY, Task
 
 
-def _task_names(items: Any) -> set[str]:
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _task_names(items: Any, flow: Workflow) -> set[str]:
+    """The task names `force=` gives: tasks, nodes or names; a name that is no task is an error."""
     if items is None:
         return set()
-    if isinstance(items, (Task, str)):
+    if isinstance(items, (Task, str, Node)):
         items = [items]
     out = set()
     for t in items:
         if isinstance(t, Task):
             out.add(t.name)
-        elif isinstance(t, str):
-            out.add(t)
         elif isinstance(t, Node):
             out.add(t.task.name)
+        elif isinstance(t, str):
+            if REGISTRY.get(t) is None:
+                tasks = sorted({n.task.name for n in flow.nodes()} if flow.roots else set())
+                raise ParameterError(
+                    f"force names an unknown task {t!r}; this flow's tasks: {', '.join(tasks) or 'none'}"
+                    f"{_did_you_mean(t, tasks or REGISTRY.names())}",
+                    task=t,
+                    param="force",
+                )
+            out.add(t)
         else:
-            raise ParameterError(f"force takes tasks or task names, got {t!r}")
+            raise ParameterError(f"force takes tasks or task names, got {t!r}", param="force")
     return out
 
 
@@ -51,13 +68,33 @@ class Workflow:
     """
 
     def __init__(self, what: Any = None, params: dict[str, Any] | None = None, **options: Any) -> None:
+        if params is not None and not isinstance(params, dict):
+            raise ParameterError(f"Workflow params must be a dict of parameter values, got {params!r}")
         self.params = dict(params or {})
         self.options = check_options(options)
+        self._check_params(what)
         self._roots = self._bind(what) if what is not None else []
         self._values: dict[Node, Any] = {}  # outputs of persist=False nodes from the last run
         self._children: dict[Node, list[Node]] = {}  # dynamic children seen in runs
 
     # binding --------------------------------------------------------------------------------
+    def _check_params(self, what: Any) -> None:
+        """Workflow parameters no task of the flow accepts are a mistake: named, with a suggestion."""
+        tasks = [what] if isinstance(what, Task) else [t for t in what if isinstance(t, Task)] if isinstance(
+            what, (list, tuple)) else []  # fmt: skip
+        if not self.params or not tasks:
+            return
+        accepted = sorted({name for t in tasks for name in t.params})
+        for name in self.params:
+            if name not in accepted:
+                which = tasks[0].name if len(tasks) == 1 else "the flow's tasks"
+                raise ParameterError(
+                    f"workflow parameter {name!r} is not accepted by {which}; it accepts "
+                    f"{', '.join(accepted) or 'no parameters'}{_did_you_mean(name, accepted)}",
+                    task=tasks[0].name if len(tasks) == 1 else None,
+                    param=name,
+                )
+
     def _bind_task(self, task: Task) -> Node:
         accepts = task.params
         return task(**{k: v for k, v in self.params.items() if k in accepts})
@@ -120,7 +157,7 @@ class Workflow:
         roots = self._nodes(what)
         force = options.pop("force", None)
         force_all = options.pop("force_all", False)
-        run = Run(self.resolve(options), _task_names(force), force_all)
+        run = Run(self.resolve(options), _task_names(force, self), force_all)
         await run.survey(roots, self._children)
         return roots, run
 
@@ -161,7 +198,7 @@ class Workflow:
     async def _execute(
         self, roots: list[Node], force: Any, force_all: bool, options: dict[str, Any]
     ) -> tuple[RunResult, Run]:
-        run = Run(self.resolve(options), _task_names(force), force_all)
+        run = Run(self.resolve(options), _task_names(force, self), force_all)
         t0 = time.perf_counter()
         await run.execute(roots)
         states = list(run.states.values())
@@ -268,12 +305,14 @@ class Workflow:
 
 
 class WorkflowMulti:
-    """The same task over several parameter sets: `{name: params}`; every method answers `{name: ...}`."""
+    """The same task over several parameter sets; every method answers `{name: ...}`.
 
-    def __init__(self, task: Task, params: dict[str, dict[str, Any]], **options: Any) -> None:
-        if not isinstance(params, dict) or not params:
-            raise ParameterError("WorkflowMulti takes a dict of {name: params}")
-        self.workflows = {name: Workflow(task, p, **options) for name, p in params.items()}
+    `params` is `{name: params}` (d6tflow's form), a grid `{parameter: [values...]}` (one flow per
+    combination, named by its values: `"model=lr,scale=1"`), or a list of parameter dicts (named by
+    their values too). Anything else, or a mix, is a `ParameterError`."""
+
+    def __init__(self, task: Task, params: dict[str, Any] | list[dict[str, Any]], **options: Any) -> None:
+        self.workflows = {name: Workflow(task, p, **options) for name, p in _flow_params(task, params).items()}
 
     async def _each(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -306,12 +345,55 @@ class WorkflowMulti:
         return await self._each("outputs", what)
 
 
+DAGS = Registry("DAG", "label")
+"""DAG classes by label: one live DAG per label (a class defined again at the same place replaces)."""
+
+
+def _label(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+
+
+def _flow_params(task: Task, params: Any) -> dict[str, dict[str, Any]]:
+    """`WorkflowMulti`'s parameter sets by flow name, from any of its three forms."""
+    form = "WorkflowMulti takes {name: params}, a grid {parameter: [values...]} or a list of parameter dicts"
+    if isinstance(params, (list, tuple)):
+        if not params or not all(isinstance(p, dict) for p in params):
+            raise ParameterError(f"{form}; got a list holding {params!r}")
+        named = {_label(p): dict(p) for p in params}
+        if len(named) != len(params):
+            raise ParameterError("WorkflowMulti: two parameter dicts of the list are the same")
+        return named
+    if not isinstance(params, dict) or not params:
+        raise ParameterError(f"{form}; got {params!r}")
+    values = list(params.values())
+    if all(isinstance(v, dict) for v in values):
+        return {str(name): dict(p) for name, p in params.items()}
+    if all(isinstance(v, (list, tuple)) for v in values):
+        accepted = sorted(task.params)
+        for name in params:
+            if name not in accepted:
+                raise ParameterError(
+                    f"WorkflowMulti grid: {task.name!r} has no parameter {name!r}; it accepts "
+                    f"{', '.join(accepted) or 'no parameters'}{_did_you_mean(name, accepted)} "
+                    "(for named flows give {name: {param: value}})",
+                    task=task.name,
+                    param=name,
+                )
+        if any(not v for v in values):
+            raise ParameterError("WorkflowMulti grid: every parameter needs at least one value")
+        combos = [dict(zip(params, combo, strict=True)) for combo in itertools.product(*values)]
+        return {_label(c): c for c in combos}
+    raise ParameterError(
+        f"{form}: {params!r} mixes parameter sets and value lists (ambiguous); give all values as dicts "
+        "(named flows) or all as lists (a grid)"
+    )
+
+
 class DAG:
     """A named set of tasks (Gluepy): subclass with `label` and `tasks`; registered on definition."""
 
     label: ClassVar[str]
     tasks: ClassVar[list[Task]]
-    registry: ClassVar[dict[str, type[DAG]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -321,7 +403,7 @@ class DAG:
         tasks = getattr(cls, "tasks", None)
         if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, Task) for t in tasks):
             raise ParameterError(f"DAG {label!r}: `tasks` must be a list of @af.task functions")
-        DAG.registry[label] = cls
+        DAGS.adopt(label, cls, lambda c: c, lambda old, new: new)
 
     def __init__(self, params: dict[str, Any] | None = None, **options: Any) -> None:
         self.workflow = Workflow(list(self.tasks), params, **options)
@@ -329,11 +411,11 @@ class DAG:
     @classmethod
     def get(cls, label: str) -> type[DAG]:
         """The DAG class registered under `label`; the error lists the known labels."""
-        try:
-            return DAG.registry[label]
-        except KeyError:
-            known = ", ".join(sorted(DAG.registry)) or "none (import the module that defines them)"
-            raise ParameterError(f"unknown DAG label {label!r}; known: {known}") from None
+        found = DAGS.get(label)
+        if found is None:
+            known = ", ".join(DAGS.names()) or "none (import the module that defines them)"
+            raise ParameterError(f"unknown DAG label {label!r}; known: {known}")
+        return found  # type: ignore[no-any-return]
 
     async def run(self, **kwargs: Any) -> RunResult:
         return await self.workflow.run(**kwargs)

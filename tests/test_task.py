@@ -131,7 +131,9 @@ def test_values_are_converted_by_annotation() -> None:
     node = rich(when=dt.date(2024, 1, 2), color=Color.RED, xs=(1, 2), w=Window(dt.date(2024, 1, 1), 3), ratio=2)
     assert node.params["xs"] == [1, 2]
     assert node.params["ratio"] == 2.0 and isinstance(node.params["ratio"], float)
-    assert node.id == "rich[color=red, ratio=2.0, tags=(), w=Window(start=2024-01-01, days=3), when=2024-01-02, xs=[1,2]]"
+    assert (
+        node.id == "rich[color=red, ratio=2.0, tags=(), w=Window(start=2024-01-01, days=3), when=2024-01-02, xs=[1,2]]"
+    )
     # ISO dates and enum values convert from their natural string form...
     assert rich(when="2024-01-02", color="red", xs=[1], w=Window(dt.date(2024, 1, 1), 3)).params["color"] is Color.RED
     # ...but numbers and lists from strings only when asked (the command line does)

@@ -35,7 +35,9 @@ async def test_memory_stores_are_fresh_and_empty() -> None:
 
 async def test_the_event_recorder_keeps_every_event_in_order() -> None:
     recorder = testing.EventRecorder()
-    flow = af.Workflow(t_total(parts=[t_square(i=i) for i in range(3)]), store=testing.memory_store(), on_event=recorder)
+    flow = af.Workflow(
+        t_total(parts=[t_square(i=i) for i in range(3)]), store=testing.memory_store(), on_event=recorder
+    )
     await flow.run()
     assert recorder.kinds()[-1] == "FlowFinished"
     assert sorted(recorder.node_ids()[:3]) == ["t_square[i=0]", "t_square[i=1]", "t_square[i=2]"]

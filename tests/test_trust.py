@@ -1,0 +1,488 @@
+"""Never a wrong result (API.md section 10): identity, names, code fingerprints and inputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import asyncflow as af
+
+pytestmark = pytest.mark.anyio
+
+
+# one node, one identity, one id ----------------------------------------------------------------
+
+
+@af.task
+async def echo(a: Any = None, b: Any = None) -> str:
+    return repr((a, b))
+
+
+def test_values_json_would_blur_are_different_nodes() -> None:
+    groups = [
+        [float("nan"), float("inf"), float("-inf"), None],
+        [(1, 2), [1, 2], {1, 2}, frozenset({1, 2})],
+        [b"ab", "YWI="],
+        [dt.datetime(2024, 1, 1), "2024-01-01T00:00:00", dt.date(2024, 1, 1), "2024-01-01"],
+        [1, 1.0, True, "1"],
+        [{1: "one"}, {"1": "one"}],
+    ]
+    for values in groups:
+        nodes = [echo(a=v) for v in values]
+        assert len({n.key for n in nodes}) == len(values), values
+        assert len({n.id for n in nodes}) == len(values), [n.id for n in nodes]
+        assert len({n.file_stem() for n in nodes}) == len(values)
+
+
+def test_ids_are_unambiguous_and_plain_values_read_as_before() -> None:
+    one, two = echo(a="x, b=y", b="z"), echo(a="x", b="y, b=z")
+    assert one.id == 'echo[a="x, b=y", b=z]'
+    assert two.id == 'echo[a=x, b="y, b=z"]'
+    assert echo(a="a b", b="data.csv").id == "echo[a=a b, b=data.csv]"  # nothing to misread: bare
+    for misread in ["1", "True", "None", "nan", "-inf", " lead", "trail ", "[1]", "(x)", "2024-01-01", "a'b", ""]:
+        assert echo(a=misread).id.startswith('echo[a="'), misread
+    assert echo(a=(1, "x")).id == 'echo[a=(1, "x"), b=None]'
+    assert echo(a=[1, "x"]).id == 'echo[a=[1,"x"], b=None]'  # plain JSON: as ids always showed it
+
+
+async def test_four_values_are_four_nodes_with_four_targets(store) -> None:
+    values = [float("nan"), float("inf"), float("-inf"), None]
+    ran = []
+
+    @af.task(format="msgpack")
+    async def keep(x: float | None) -> float | None:
+        ran.append(x)
+        return x
+
+    flow = af.Workflow([keep(x=v) for v in values], store=store)
+    result = await flow.run()
+    assert result.ran == 4 and len(ran) == 4
+    outputs = await flow.outputs(keep)
+    assert set(outputs) == {"keep[x=nan]", "keep[x=inf]", "keep[x=-inf]", "keep[x=None]"}
+    assert outputs["keep[x=None]"] is None and outputs["keep[x=-inf]"] == float("-inf")
+
+
+async def test_nodes_with_one_id_before_are_two_records_now(mem_store) -> None:
+    flow = af.Workflow([echo(a="x, b=y", b="z"), echo(a="x", b="y, b=z")], store=mem_store)
+    result = await flow.run()
+    assert len(result.records) == 2 and result.ran == 2
+
+
+def test_typed_parameters_are_converted_before_identity() -> None:
+    @af.task
+    async def scaled(n: int, when: dt.date) -> int:
+        return n
+
+    cli = scaled.bind((), {"n": "3", "when": "2024-01-02"}, strict=False)
+    assert cli == scaled(n=3, when=dt.date(2024, 1, 2))
+    assert cli.id == "scaled[n=3, when=2024-01-02]"
+
+
+# one name, one task ----------------------------------------------------------------------------
+
+
+def test_two_different_tasks_cannot_share_a_name() -> None:
+    @af.task(name="shared_name")
+    async def first() -> int:
+        return 1
+
+    with pytest.raises(af.ParameterError) as e:
+
+        @af.task(name="shared_name")
+        async def second() -> int:
+            return 2
+
+    text = str(e.value)
+    assert "two different tasks are named 'shared_name'" in text and "name=" in text
+    assert f"{__file__}:" in text and text.count("test_trust.py:") == 2  # both definitions, file:line
+    assert first.name == "shared_name" and first.fn.__name__ == "first"  # the first one is untouched
+
+
+def test_tasks_made_by_a_factory_are_not_merged() -> None:
+    def make(scale: int) -> af.Task:
+        @af.task
+        async def scaled_by(x: int) -> int:
+            return x * scale
+
+        return scaled_by
+
+    two = make(2)
+    with pytest.raises(af.ParameterError, match="two different tasks are named 'scaled_by'"):
+        make(10)
+    assert two(x=1).task is two
+
+    def make_named(scale: int) -> af.Task:
+        @af.task(name=f"scaled_{scale}")
+        async def scaled_by(x: int) -> int:
+            return x * scale
+
+        return scaled_by
+
+    assert make_named(2)(x=1) != make_named(10)(x=1)  # the fix the error suggests
+
+
+def _cell(module: types.ModuleType, code: str) -> None:
+    exec(compile(textwrap.dedent(code), f"<cell {module.__name__}>", "exec"), module.__dict__)
+
+
+async def test_a_notebook_cell_run_again_replaces_the_task_everywhere(store) -> None:
+    notebook = types.ModuleType("notebook_kernel")
+    sys.modules["notebook_kernel"] = notebook
+    try:
+        _cell(
+            notebook,
+            """
+            import asyncflow as af
+
+            @af.task
+            async def nb_data(n: int = 5) -> list[int]:
+                return list(range(n))
+        """,
+        )
+        _cell(
+            notebook,
+            """
+            @af.task
+            async def nb_train(xs: list[int] = af.depends(nb_data)) -> int:
+                return sum(xs)
+        """,
+        )
+        flow = af.Workflow(notebook.nb_train, store=store)
+        await flow.run()
+        assert await flow.output() == 10
+        held = notebook.nb_data
+        _cell(
+            notebook,
+            """
+            @af.task
+            async def nb_data(n: int = 5) -> list[int]:
+                return [x * 2 for x in range(n)]   # the cell, edited and run again
+        """,
+        )
+        assert notebook.nb_data is held  # the same task, now with the new code
+        tree = await af.Workflow(notebook.nb_train, store=store).preview()
+        assert tree["nb_data[n=5]"] == "STALE" and tree["nb_train[n=5]"] == "PENDING"
+        assert tree.reasons[notebook.nb_data(n=5)] == ["code of nb_data changed"]
+        await af.Workflow(notebook.nb_train, store=store).run()
+        assert await af.Workflow(notebook.nb_train, store=store).output() == 20
+    finally:
+        del sys.modules["notebook_kernel"]
+
+
+def test_two_dags_cannot_share_a_label_but_a_dag_defined_again_replaces() -> None:
+    @af.task
+    async def dag_step() -> int:
+        return 1
+
+    def define() -> type[af.DAG]:
+        class LabelledDAG(af.DAG):
+            label = "trust-labelled"
+            tasks = [dag_step]
+
+        return LabelledDAG
+
+    first = define()
+    again = define()  # the same class defined again (a module reloaded)
+    assert af.DAG.get("trust-labelled") is again and first is not again
+    with pytest.raises(af.ParameterError, match="two different DAGs are named 'trust-labelled'.*label="):
+
+        class OtherDAG(af.DAG):
+            label = "trust-labelled"
+            tasks = [dag_step]
+
+
+# code fingerprints are transitive --------------------------------------------------------------
+
+HELPERS = """
+FACTOR = 1
+
+def scale(x):
+    return x * FACTOR
+"""
+
+PIPE = """
+import sys
+import asyncflow as af
+import helpers
+
+OFFSET = 0
+
+def clean(x):
+    return x + 1
+
+class Shifter:
+    def shift(self, x):
+        return x
+
+@af.task
+def total(n: int = 3) -> int:
+    return sum(helpers.scale(Shifter().shift(clean(i))) for i in range(n)) + OFFSET
+"""
+
+
+class Project:
+    """A pipeline and a helper module in a folder, run by separate `asyncflow` processes."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp / "project"
+        self.dir.mkdir()
+        (self.dir / "helpers.py").write_text(HELPERS)
+        (self.dir / "pipe.py").write_text(PIPE)
+        self.store = tmp / "store"
+
+    def edit(self, file: str, old: str, new: str) -> None:
+        path = self.dir / file
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new))
+
+    def cli(self, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "asyncflow", *args, "pipe.py:total", "--store", str(self.store)],
+                              cwd=self.dir, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def output(self) -> int:
+        code = f"import asyncflow as af, pipe; print(af.run(pipe.total(), store={str(self.store)!r}))"
+        out = subprocess.run([sys.executable, "-c", code], cwd=self.dir, capture_output=True, text=True,
+                             env={**os.environ, "ASYNCFLOW_EXECUTION_SUMMARY": "false"}, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_editing_what_a_task_calls_makes_it_stale_naming_what_changed(tmp_path: Path) -> None:
+    p = Project(tmp_path)
+    assert p.output() == 6
+    assert p.cli("preview") == "└─ total[n=3] COMPLETE"
+    p.edit("pipe.py", "return x + 1", "return x + 2")  # a helper in the same file
+    assert p.cli("preview") == "└─ total[n=3] STALE (code of helper clean (pipe.py) changed)"
+    assert p.output() == 9
+    p.edit("pipe.py", "OFFSET = 0", "OFFSET = 10")  # a module-level constant
+    assert p.cli("preview") == "└─ total[n=3] STALE (constant OFFSET (pipe.py) changed)"
+    assert p.output() == 19
+    p.edit("helpers.py", "return x * FACTOR", "return x * FACTOR * 2")  # another user module
+    assert p.cli("preview") == "└─ total[n=3] STALE (code of helper scale (helpers.py) changed)"
+    assert p.output() == 28
+    p.edit("helpers.py", "FACTOR = 1", "FACTOR = 3")  # a constant that helper reads
+    assert "constant FACTOR (helpers.py) changed" in p.cli("preview")
+    assert p.output() == 64
+    p.edit("pipe.py", "return x\n", "return x + 0\n")  # a method of a class it uses
+    assert p.cli("preview") == "└─ total[n=3] STALE (code of class Shifter (pipe.py) changed)"
+    p.edit("pipe.py", "def clean(x):", "def clean(x):\n    # a comment only")
+    assert p.output() == 64 and p.cli("preview") == "└─ total[n=3] COMPLETE"  # (rebuilt once for Shifter)
+
+
+def test_closure_values_count_and_installed_code_does_not() -> None:
+    from asyncflow._code import code_fingerprint
+
+    def make(limit: int) -> Any:
+        async def capped(x: int) -> int:
+            import json
+
+            return min(x, limit) + len(json.dumps(x)) + len(os.sep)
+
+        return capped
+
+    a, b, c = code_fingerprint(make(1)), code_fingerprint(make(2)), code_fingerprint(make(1))
+    assert a.total != b.total and a.total == c.total
+    assert set(a.parts) == {
+        "",
+        "closure value limit of test_closure_values_count_and_installed_code_does_not.<locals>.make.<locals>.capped",
+    }
+
+
+# every input counts ----------------------------------------------------------------------------
+
+
+async def test_inputs_awaited_inside_a_body_are_recorded_and_checked(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    data = tmp_path / "rows.csv"
+    data.write_text("1\n2\n")
+    runs: list[str] = []
+
+    @af.task
+    async def rooted() -> int:
+        return 100
+
+    @af.task(version="1")
+    async def shifted(x: int) -> int:
+        runs.append("shifted")
+        return x + 1
+
+    @af.task
+    async def reads() -> int:
+        runs.append("reads")
+        path = await af.external(str(data))  # an input found while running
+        with open(path) as f:
+            base = sum(int(line) for line in f)
+        return base + await shifted(x=await rooted())  # a child whose parameters came from a node
+
+    flow = af.Workflow(reads(), store=store)
+    await flow.run()
+    assert await flow.output() == 3 + 101
+    runs.clear()
+    assert (await af.Workflow(reads(), store=store).run()).ran == 0
+
+    data.write_text("5\n")  # the external file is edited
+    assert "STALE" in str(await af.Workflow(reads(), store=store).preview())
+    await af.Workflow(reads(), store=store).run()
+    assert runs == ["reads"] and await flow.output() == 5 + 101
+
+    @af.task(version="2")
+    async def shifted(x: int) -> int:  # noqa: F811 - the dynamic child, changed
+        runs.append("shifted")
+        return x + 2
+
+    runs.clear()
+    await af.Workflow(reads(), store=store).run()
+    assert sorted(runs) == ["reads", "shifted"] and await flow.output() == 5 + 102
+
+
+async def test_items_mapped_inside_a_body_are_inputs_too(store) -> None:
+    @af.task(version="1")
+    async def mapped(x: int) -> int:
+        return x
+
+    @af.task
+    async def mapper(n: int) -> int:
+        return sum([y async for y in af.map(mapped, range(n))])
+
+    await af.Workflow(mapper(n=4), store=store).run()
+
+    @af.task(version="2")
+    async def mapped(x: int) -> int:  # noqa: F811
+        return x * 10
+
+    await af.Workflow(mapper(n=4), store=store).run()
+    assert await af.Workflow(mapper(n=4), store=store).output() == 60
+
+
+# what a body receives is what a later run reads ------------------------------------------------
+
+
+async def test_downstream_gets_on_the_first_run_what_later_runs_read(store) -> None:
+    seen: list[Any] = []
+
+    @af.task
+    async def table() -> dict:
+        return {1: "one", 2: (3, 4)}
+
+    @af.task
+    async def typed_table() -> dict[int, str]:
+        return {1: "one"}
+
+    @af.task
+    async def use(t: dict = af.depends(table), u: dict = af.depends(typed_table)) -> int:
+        seen.append((t, u))
+        return len(t)
+
+    await af.Workflow(use(), store=store).run()
+    await af.Workflow(use(), store=store).run(force=[use])
+    assert seen[0] == seen[1] == ({"1": "one", "2": [3, 4]}, {1: "one"})
+
+
+@pytest.mark.parametrize(
+    ("fmt", "annotation", "value", "suggestion"),
+    [("json", "int", "'x'", None), ("json", "float", "float('nan')", "msgpack"), ("json", "Any", "float('inf')", "msgpack"),
+     ("pickle", "int", "'x'", None)],
+)  # fmt: skip
+async def test_outputs_that_do_not_match_or_cannot_read_back_are_refused(
+    store, fmt, annotation, value, suggestion
+) -> None:
+    namespace: dict[str, Any] = {"af": af, "Any": Any}
+    exec(textwrap.dedent(f"""
+        @af.task(format={fmt!r}, name="refused_{fmt}_{annotation}")
+        async def refused() -> {annotation}:
+            return {value}
+    """), namespace)  # fmt: skip
+    flow = af.Workflow(namespace["refused"](), store=store)
+    with pytest.raises(af.FlowFailed) as e:
+        await flow.run()
+    cause = e.value.__cause__
+    assert isinstance(cause, af.SerializationError) and cause.task == f"refused_{fmt}_{annotation}"
+    assert cause.suggestion == suggestion
+    assert not await flow.target().exists()  # nothing written
+
+
+# names the user types are checked --------------------------------------------------------------
+
+
+async def test_force_with_an_unknown_task_is_an_error_naming_the_flow_s_tasks(mem_store) -> None:
+    @af.task
+    async def leaf_for_force() -> int:
+        return 1
+
+    flow = af.Workflow(leaf_for_force(), store=mem_store)
+    with pytest.raises(af.ParameterError, match="force names an unknown task 'leef_for_force'; this flow's tasks: "
+                       "leaf_for_force; did you mean 'leaf_for_force'"):  # fmt: skip
+        await flow.run(force=["leef_for_force"])
+    await flow.run(force=["leaf_for_force"])
+
+
+async def test_workflow_multi_takes_names_a_grid_or_a_list(mem_store) -> None:
+    @af.task
+    async def gridded(model: str = "lr", scale: int = 1) -> str:
+        return f"{model}*{scale}"
+
+    grid = af.WorkflowMulti(gridded, {"model": ["lr", "gb"], "scale": [1, 2]}, store=mem_store)
+    assert list(grid.workflows) == ["model=lr,scale=1", "model=lr,scale=2", "model=gb,scale=1", "model=gb,scale=2"]
+    await grid.run()
+    assert (await grid.output())["model=gb,scale=2"] == "gb*2"
+    listed = af.WorkflowMulti(gridded, [{"model": "x"}, {"scale": 3}], store=mem_store)
+    assert list(listed.workflows) == ["model=x", "scale=3"]
+    named = af.WorkflowMulti(gridded, {"flow1": {"model": "a"}}, store=mem_store)
+    assert list(named.workflows) == ["flow1"]
+    with pytest.raises(af.ParameterError, match="no parameter 'modle'.*did you mean 'model'"):
+        af.WorkflowMulti(gridded, {"modle": ["lr"]})
+    with pytest.raises(af.ParameterError, match="ambiguous"):
+        af.WorkflowMulti(gridded, {"flow1": {"model": "a"}, "scale": [1]})
+    with pytest.raises(af.ParameterError, match="workflow parameter 'scal' is not accepted by gridded"):
+        af.WorkflowMulti(gridded, {"flow1": {"scal": 2}})
+
+
+# paths -----------------------------------------------------------------------------------------
+
+
+async def test_an_existing_file_is_that_file_whatever_characters_it_has(tmp_path: Path) -> None:
+    os.chdir(tmp_path)
+    Path("sales[2024].csv").write_text("literal")
+
+    @af.task
+    async def sales(path: Any = af.external("sales[2024].csv")) -> str:
+        return Path(path).read_text() if isinstance(path, str) else "glob:" + ",".join(path)
+
+    store = str(tmp_path / "s")
+    flow = af.Workflow(sales(), store=store)
+    await flow.run()
+    assert await flow.output() == "literal"
+    Path("sales2.csv").write_text("other")  # matches the pattern, but the literal file exists
+    await flow.run(force_all=True)
+    assert await flow.output() == "literal"
+    Path("sales[2024].csv").unlink()  # no literal file: now it is a pattern
+    await flow.run(force_all=True)
+    assert (await flow.output()).startswith("glob:") and "sales2.csv" in await flow.output()
+    with pytest.raises(af.MissingInputError):
+        await af.Workflow(sales(path=af.external("sales[2024].csv", glob=False)), store=store).run()
+
+
+async def test_parameter_values_never_make_a_target_look_temporary(tmp_path: Path) -> None:
+    @af.task
+    async def named(label: str) -> str:
+        return label
+
+    store = str(tmp_path / "s")
+    labels = ["x.asyncflow-tmp-1-abc-0", ".~asyncflow-tmp-9-9-9-y", "~tilde", ".dot"]
+    flow = af.Workflow([named(label=v) for v in labels], store=store)
+    assert (await flow.run()).ran == 4
+    again = await af.Workflow([named(label=v) for v in labels], store=store).run()
+    assert again.skipped == 4  # every target counts as one, not as a temporary file
+    for name in os.listdir(tmp_path / "s" / "named"):
+        assert not name.startswith(".~")
