@@ -65,11 +65,11 @@ class MapStream:
         if self._outputs is None:
             frame = _context.current.get()
             if frame is not None:  # inside a body: the body's run does the work
-                self._outputs = _stream(frame.run, frame.state, *self._args)  # type: ignore[arg-type]
+                self._outputs = _Stream(frame.run, frame.state, *self._args)  # type: ignore[arg-type]
             else:
                 self._owned = _OwnRun(Run(Options.resolve({})))
                 await self._owned.start()
-                self._outputs = _stream(self._owned.run, None, *self._args)
+                self._outputs = _Stream(self._owned.run, None, *self._args)
         try:
             return await anext(self._outputs)
         except BaseException:
@@ -143,35 +143,43 @@ class _OwnRun:
         await self.stopped.wait()
 
 
-async def _stream(
-    run: Run,
-    parent: NodeState | None,
-    task: Task,
-    items: Any,
-    ordered: bool,
-    window: int | None,
-    fixed: dict[str, Any],
-) -> AsyncIterator[Any]:
-    size = window or run.options.max_concurrency
-    source = aiter(items) if hasattr(items, "__aiter__") else iter(items)
-    is_async = hasattr(source, "__anext__")
-    pending: deque[NodeState] = deque()
-    exhausted = False
-    while True:
-        while not exhausted and len(pending) < size:
+class _Stream:
+    """The outputs of a task over items, through `run` (an iterator class, not an async generator:
+    dropping it half-way leaves nothing to finalize)."""
+
+    def __init__(
+        self, run: Run, parent: NodeState | None, task: Task, items: Any, ordered: bool, window: int | None,
+        fixed: dict[str, Any],
+    ) -> None:  # fmt: skip
+        self.run = run
+        self.parent = parent
+        self.task = task
+        self.ordered = ordered
+        self.fixed = fixed
+        self.size = window or run.options.max_concurrency
+        self.source = aiter(items) if hasattr(items, "__aiter__") else iter(items)
+        self.is_async = hasattr(self.source, "__anext__")
+        self.pending: deque[NodeState] = deque()
+        self.exhausted = False
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> Any:
+        run, parent, pending = self.run, self.parent, self.pending
+        while not self.exhausted and len(pending) < self.size:
             try:
-                item = await anext(source) if is_async else next(source)
+                item = await anext(self.source) if self.is_async else next(self.source)
             except (StopIteration, StopAsyncIteration):
-                exhausted = True
+                self.exhausted = True
                 break
-            node = task.bind((item,), dict(fixed))
+            node = self.task.bind((item,), dict(self.fixed))
             if parent is not None:  # an input of the body's output: recorded with it, re-checked later
                 run.dynamic.setdefault(parent.node, []).append(node)
-            st = await run.plan_one(node)
-            pending.append(st)
+            pending.append(await run.plan_one(node))
         if not pending:
-            return
-        if ordered:
+            raise StopAsyncIteration
+        if self.ordered:
             st = pending[0]
             await run.wait_any([st], parent)
             pending.popleft()
@@ -185,4 +193,4 @@ async def _stream(
         out = await run.output_of(st)
         if parent is None and not st.dependants and not st.joins:
             run.states.pop(st.node.key, None)  # handed over: memory stays bounded by the window
-        yield out
+        return out
