@@ -23,7 +23,7 @@ chromium:
 		echo "chromium could not be installed: the report rendering test will be skipped"
 
 test: install chromium
-	$(VENV)/bin/mypy --strict asyncflow
+	$(VENV)/bin/mypy --strict asyncflow tests/typing/user.py
 	$(PY) -m pytest -q
 	ASYNCFLOW_TEST_BACKEND=trio $(PY) -m pytest -q -m "not slow" tests
 

@@ -2,9 +2,9 @@
 
 Layers (a module imports only modules listed before it; `tests/test_layout.py` enforces it and the
 README's "Design" section says who owns what):
-    L0 leaves    _errors  _settings  events  _identity  _code  _context  _faults
+    L0 leaves    _errors  _settings  events  _identity  _code  _context  _faults  _log
     L1 storage   _formats  _concurrent  _batcher  _local  _backends  _store  _targets
-    L2 model     _registry  _node  _task
+    L2 model     _registry  _node  _params  _task
     L3 graph     _graph  _fingerprint
     L4 run       _pool  _inventory  _emitter  _dask  _execute  _scheduler
     L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _map
@@ -27,6 +27,7 @@ from ._formats import Format as Format
 from ._map import map as map
 from ._node import Node as Node
 from ._node import gather as gather
+from ._params import depends as depends
 from ._results import NodeRecord as NodeRecord
 from ._results import Preview as Preview
 from ._results import RunResult as RunResult
@@ -35,7 +36,6 @@ from ._results import TaskStats as TaskStats
 from ._settings import settings as settings
 from ._targets import Target as Target
 from ._task import Task as Task
-from ._task import depends as depends
 from ._task import external as external
 from ._task import task as task
 from ._workflow import DAG as DAG

@@ -41,26 +41,28 @@ class RunHandle:
     async def main(self) -> None:
         """The run itself: started in the application's task group."""
         self.status = "running"
-        with self._scope:
-            try:
-                self.result = await self._start(self._record)
-                self.status = "succeeded"
-            except FlowFailed as e:
-                self.result, self.error, self.status = e.result, e, "failed"
+        try:
+            with self._scope:
+                try:
+                    self.result = await self._start(self._record)
+                    self.status = "succeeded"
+                except FlowFailed as e:
+                    self.result, self.error, self.status = e.result, e, "failed"
+                    self._finish(ok=False)
+                except Exception as e:  # bad input, storage: the run never got going
+                    self.error, self.status = e, "failed"
+                    self._finish(ok=False)
+            if self._scope.cancelled_caught or self.status == "running":
+                self.status = "cancelled"
                 self._finish(ok=False)
-            except Exception as e:  # bad input, storage: the run never got going
-                self.error, self.status = e, "failed"
-                self._finish(ok=False)
-        if self._scope.cancelled_caught or self.status == "running":
-            self.status = "cancelled"
-            self._finish(ok=False)
-        self._done.set()
-        self._wake()
+        finally:  # whatever happened, readers and waiters are released
+            self._done.set()
+            self._wake()
 
     def _finish(self, ok: bool) -> None:
         if not self._events or not isinstance(self._events[-1], ev.FlowFinished):
             c = self.counts
-            self._record(
+            self._keep(
                 ev.FlowFinished(
                     timestamp=time.time(), ran=c["succeeded"], skipped=c["skipped"], failed=c["failed"],
                     duration=0.0, ok=ok,
@@ -68,6 +70,11 @@ class RunHandle:
             )  # fmt: skip
 
     def _record(self, event: Any) -> Any:
+        """The run's `on_event`: keep the event, then hand it to the application's callback."""
+        self._keep(event)
+        return self._user_on_event(event) if self._user_on_event is not None else None
+
+    def _keep(self, event: Any) -> None:
         kind = type(event)
         if kind is ev.TaskStarted and event.attempt == 1:
             self.counts["started"] += 1
@@ -79,7 +86,6 @@ class RunHandle:
             self.counts["failed"] += 1
         self._events.append(event)
         self._wake()
-        return self._user_on_event(event) if self._user_on_event is not None else None
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, anyio.Event()

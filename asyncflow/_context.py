@@ -7,6 +7,7 @@ which `_workflow` registers when it is imported (so `await node` works outside a
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -16,6 +17,11 @@ class RunContext(Protocol):
 
     async def resolve(self, value: Any, parent: Any) -> Any:
         """Run the nodes inside `value` (a node or a collection) and return their outputs."""
+        ...
+
+    def awaiting(self, parent: Any, states: Any) -> AbstractAsyncContextManager[None]:
+        """While the block runs, the body of `parent` waits for `states` (found in cycles; its slot is
+        given back)."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
 import msgspec
 
 from . import events as ev
@@ -36,7 +37,9 @@ class Emitter:
             result = callback(event)
             if hasattr(result, "__await__"):
                 await result
-        except Exception as e:
+        except BaseException as e:
+            if isinstance(e, (KeyboardInterrupt, anyio.get_cancelled_exc_class())):
+                raise
             self.callback = None
             if self.failure is None:
                 name = getattr(callback, "__qualname__", None) or repr(callback)

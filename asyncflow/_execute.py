@@ -11,11 +11,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import sniffio
 import structlog
 
 from . import _context
@@ -24,6 +27,7 @@ from ._dask import Published
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._faults import fault
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status, cycle_error, find_wait_cycle
+from ._log import log
 from ._node import has_nodes, replace_nodes
 
 if TYPE_CHECKING:
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
     from ._store import Store
     from ._targets import Target
 
-log = structlog.get_logger("asyncflow")
+
 bind_log_context = structlog.contextvars.bind_contextvars
 
 sleep: Callable[[float], Awaitable[None]] = anyio.sleep
@@ -53,6 +57,8 @@ class Running(Protocol):
     log_warning: bool
     executors: set[Any]
     thread_limiter: anyio.CapacityLimiter | None
+    thread_carrier: anyio.CapacityLimiter
+    thread_tokens: dict[NodeState, ThreadToken]
 
     def store_of(self, node: Any) -> Store: ...
     def target_of(self, node: Any) -> Target | None: ...
@@ -64,6 +70,7 @@ class Running(Protocol):
     def settle(self, st: NodeState, status: Status, error: BaseException | None = None) -> list[Any]: ...
     async def load_outputs(self, states: Any) -> None: ...
     async def resolve(self, value: Any, parent: NodeState | None) -> Any: ...
+    def awaiting(self, parent: Any, states: Any) -> AbstractAsyncContextManager[None]: ...
     async def publish(self, st: NodeState, target: Target, data: bytes | None, out_hash: str | None = None) -> None: ...
 
 
@@ -153,9 +160,20 @@ async def _share(run: Running, st: NodeState, key: Any, other: Flight) -> bool:
 
 
 def passes_through(e: BaseException) -> bool:
-    """Cancellation and Ctrl-C pass through a body's handler; any other exception (SystemExit and
-    custom BaseExceptions included) is the body's failure."""
-    return isinstance(e, (KeyboardInterrupt, GeneratorExit, anyio.get_cancelled_exc_class()))
+    """Cancellation of this task and Ctrl-C pass through a body's handler; any other exception
+    (SystemExit, GeneratorExit and custom BaseExceptions included) is the body's failure. On
+    asyncio, a CancelledError a body raises while nobody cancels its task (it awaited a future that
+    something else cancelled) is the body's failure too, not the run's cancellation."""
+    if isinstance(e, KeyboardInterrupt):
+        return True
+    if not isinstance(e, anyio.get_cancelled_exc_class()):
+        return False
+    if sniffio.current_async_library() == "asyncio":
+        import asyncio
+
+        task = asyncio.current_task()
+        return task is None or task.cancelling() > 0
+    return True
 
 
 async def _execute(run: Running, st: NodeState) -> None:
@@ -208,7 +226,7 @@ async def _execute(run: Running, st: NodeState) -> None:
             raise
         st.duration = time.perf_counter() - t0
         if run.log_warning:
-            log.warning("task failed", node_id=node.id, error=describe(e))
+            log().warning("task failed", node_id=node.id, error=describe(e))
         await run.finish(st, FAILED, e)
         return
     st.output = value
@@ -216,7 +234,7 @@ async def _execute(run: Running, st: NodeState) -> None:
     if run.emitter.callback is not None:
         await run.emitter.node(ev.TaskSucceeded, st, duration=st.duration)
     if run.log_info:
-        log.info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
+        log().info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
     run.settle(st, DONE)
 
 
@@ -243,7 +261,7 @@ async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]
             if run.emitter.callback is not None:
                 await run.emitter.node(ev.TaskRetrying, st, attempt=st.attempts, delay=delay, error=describe(e))
             if run.log_warning:
-                log.warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
+                log().warning("task retrying", node_id=st.node.id, attempt=st.attempts, delay=delay, error=describe(e))
             await sleep(delay)
             delay *= 2
 
@@ -257,7 +275,7 @@ def _enter(run: Running, st: NodeState) -> None:
     _context.current.set(_context.Frame(run, st))
     bind_log_context(node_id=st.node.make_id())
     if run.log_info:
-        log.info("task started", attempt=st.attempts)
+        log().info("task started", attempt=st.attempts)
 
 
 async def _call(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:
@@ -279,10 +297,75 @@ async def _call(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:
     if kind == "asyncgen":
         return await _drive_generator(run, st, task.fn(**kwargs))
     if executor == "thread":
-        return await anyio.to_thread.run_sync(
-            functools.partial(task.fn, **kwargs), abandon_on_cancel=True, limiter=run.thread_limiter
-        )
+        return await _in_thread(run, st, functools.partial(task.fn, **kwargs))
     return await _call_in_process(task, kwargs)
+
+
+async def _in_thread(run: Running, st: NodeState, call: Callable[[], Any]) -> Any:
+    """A plain function's body in a worker thread, holding a token of the loop's thread limiter
+    until the thread ends: an abandoned thread (a timeout, a cancelled run) still counts, so
+    `max_threads` bounds the threads really running. A body waiting for other nodes gives its
+    token back meanwhile (see `Run.awaiting`)."""
+    limiter = run.thread_limiter
+    assert limiter is not None
+    token = ThreadToken()  # the borrower: a plain object (the limiter outlives runs; it keeps nothing of them)
+    await limiter.acquire_on_behalf_of(token)
+    run.thread_tokens[st] = token
+    job = _ThreadJob(call, functools.partial(_release_thread_token, run, st, limiter))
+    try:
+        return await anyio.to_thread.run_sync(job.run, abandon_on_cancel=True, limiter=run.thread_carrier)
+    except BaseException:
+        if not job.started:
+            _release_thread_token(run, st, limiter)
+        raise
+
+
+class ThreadToken:
+    """What holds a thread limiter token for a thread body (while it holds one)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = True
+
+
+def _release_thread_token(run: Running, st: NodeState, limiter: anyio.CapacityLimiter) -> None:
+    token = run.thread_tokens.pop(st, None)  # on the event loop, once
+    if token is not None and token.held:
+        token.held = False
+        limiter.release_on_behalf_of(token)
+
+
+class _ThreadJob:
+    """One body call in a worker thread; it forgets the body once done (an idle worker thread
+    keeps its last call: it must not keep the task, its arguments or its run alive)."""
+
+    __slots__ = ("call", "release", "started")
+
+    def __init__(self, call: Callable[[], Any], release: Callable[[], None]) -> None:
+        self.call: Callable[[], Any] | None = call
+        self.release: Callable[[], None] | None = release
+        self.started = False
+
+    def run(self) -> Any:
+        self.started = True
+        call, release, self.call = self.call, self.release, None
+        assert call is not None
+        try:
+            return call()
+        except KeyboardInterrupt as e:  # never Ctrl-C (signals reach the main thread): the body's own
+            raise RuntimeError("the body raised KeyboardInterrupt in its worker thread") from e
+        finally:
+            del call
+            self.release = None
+            # The worker thread keeps the context it ran in until its next call: drop the frame it
+            # holds (the run, its states, their outputs), or an idle thread would keep them alive.
+            _context.current.set(None)
+            if release is not None:
+                try:
+                    anyio.from_thread.run_sync(release)
+                except Exception:  # the event loop is gone: nothing left to release
+                    pass
 
 
 async def _drive_generator(run: Running, st: NodeState, agen: Any) -> list[Any]:
@@ -328,6 +411,8 @@ async def _call_in_process(task: Any, kwargs: dict[str, Any]) -> Any:
     if kind == "unpicklable":
         type_name, why = value
         raise SerializationError(task.name, type_name, "pickle", "a picklable value", why)
+    if kind == "raised":  # a BaseException of the body (SystemExit...): its failure, the worker lives on
+        raise value
     return value
 
 
@@ -339,7 +424,16 @@ def _run_in_process(module: str, qualname: str, name: str, kwargs: dict[str, Any
     for part in qualname.split("."):
         obj = getattr(obj, part)
     fn = getattr(obj, "fn", obj)
-    value = fn(**kwargs)
+    try:
+        value = fn(**kwargs)
+    except Exception:
+        raise
+    except BaseException as e:  # SystemExit would end the worker process, failing other runs' bodies
+        try:
+            pickle.dumps(e)
+            return "raised", e
+        except Exception:
+            return "raised", RuntimeError(f"the body raised {type(e).__name__}: {e}")
     try:
         pickle.dumps(value)  # it must travel back: say so clearly rather than fail in transit
     except Exception as e:

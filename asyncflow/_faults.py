@@ -30,6 +30,9 @@ def _arm_from_environment() -> None:
         return
     point, _, rest = spec.partition(":")
     action, _, nth = rest.partition(":")
+    if action not in ("kill", "raise") or not (nth or "1").isdigit():  # a test's typo: said, never fatal
+        print(f"asyncflow: ignored ASYNCFLOW_FAULT={spec!r} (expected point:kill|raise[:n])", file=sys.stderr)
+        return
     remaining = [int(nth or 1)]
 
     def hook(detail: str) -> None:

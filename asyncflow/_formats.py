@@ -95,8 +95,10 @@ class PickleFormat:
     def dumps(self, value: Any, type: Any) -> bytes:
         try:
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, AttributeError) as e:
-            raise TypeError(str(e)) from e
+        except RecursionError:
+            raise
+        except Exception as e:  # PicklingError, AttributeError, or whatever a __reduce__ raises
+            raise TypeError(f"{type(e).__name__}: {e}") from e
 
     def loads(self, data: bytes, type: Any) -> Any:
         return pickle.loads(data)

@@ -187,19 +187,27 @@ def expand(
     added: list[NodeState] = []
     waits: set[Any] = set()
     stack: list[Any] = list(reversed(roots))  # a node, or a state whose upstream is done
+    path: list[NodeState] = []  # the states whose upstream is being expanded: a way from a root
+    on_path: set[NodeState] = set()
     while stack:
         node = stack.pop()
         if type(node) is NodeState:
             added.append(node)
+            path.pop()
+            on_path.discard(node)
             continue
         st = states.get(node.key)
         if st is not None:
+            if st in on_path:  # a node among its own upstream (a parameter changed after binding...)
+                raise cycle_error([*path[path.index(st) :], st])
             if st.status == NEW and st.batch is not batch:
                 waits.add(st.batch)
             continue
         st = NodeState(node, batch)
         states[node.key] = st
         stack.append(st)
+        path.append(st)
+        on_path.add(st)
         if not node.task.is_external:
             stack.extend(node.deps)
         if children and node in children:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-import structlog
 
 from ._code import code_fingerprint
 from ._concurrent import run_all
@@ -35,6 +34,7 @@ from ._fingerprint import (
 )
 from ._graph import OK, NodeState
 from ._identity import enc_hook, tagged, untagged
+from ._log import log
 from ._store import Store, store_for_path
 from ._targets import Target, store_of
 from ._task import REGISTRY, external
@@ -42,7 +42,6 @@ from ._task import REGISTRY, external
 if TYPE_CHECKING:
     from ._node import Node
 
-log = structlog.get_logger("asyncflow")
 
 Folder = tuple[Any, str]  # (store key, folder path)
 
@@ -156,7 +155,7 @@ class Inventory:
         try:
             return msgspec.json.decode(await target.store.read(path), type=Record)
         except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError) as e:
-            log.warning("unreadable fingerprint record: rebuilding", path=target.store.display(path), error=str(e))
+            log().warning("unreadable fingerprint record: rebuilding", path=target.store.display(path), error=str(e))
             self.warned.add(st)
             st.record = None
             return None

@@ -23,7 +23,7 @@ import sniffio
 
 from . import _context
 from ._errors import ParameterError, TaskFailed
-from ._graph import CANCELLED, FINISHED, OK, NodeState, settle
+from ._graph import CANCELLED, FINISHED, OK, PENDING, READY, RUNNING, TODO, NodeState, settle
 from ._scheduler import Run
 from ._settings import Options
 from ._task import Task
@@ -77,7 +77,10 @@ class MapStream:
             raise
 
     async def aclose(self) -> None:
-        """Stop the items in flight (when the stream owns its run) and forget the rest."""
+        """Stop the items in flight when the stream owns its run; inside a body, withdraw the items
+        not started yet (those running finish, as part of the body's run)."""
+        if isinstance(self._outputs, _Stream):
+            self._outputs.withdraw()
         if self._owned is not None:
             owned, self._owned = self._owned, None
             with anyio.CancelScope(shield=True):  # short: its bodies are cancelled
@@ -92,6 +95,8 @@ class MapStream:
         await self.aclose()
 
     def __del__(self) -> None:
+        if isinstance(self._outputs, _Stream):
+            self._outputs.withdraw()
         if self._owned is not None:  # dropped mid-way (a `break`): its work stops
             try:
                 self._owned.cancel()
@@ -160,10 +165,23 @@ class _Stream:
         self.source = aiter(items) if hasattr(items, "__aiter__") else iter(items)
         self.is_async = hasattr(self.source, "__anext__")
         self.pending: deque[NodeState] = deque()
+        self.mine: set[NodeState] = set()  # states this stream brought into the run
         self.exhausted = False
 
     def __aiter__(self) -> _Stream:
         return self
+
+    def withdraw(self) -> None:
+        """The consumer left: its items nobody else needs are dropped, those running stopped."""
+        pending, self.pending = self.pending, deque()
+        self.exhausted = True
+        for st in pending:
+            if st in self.mine and st.status in (READY, PENDING, RUNNING) and not st.dependants:
+                running = st.status == RUNNING
+                st.status = TODO
+                self.run.states.pop(st.node.key, None)
+                if running:
+                    self.run.pool.withdraw(st)
 
     async def __anext__(self) -> Any:
         run, parent, pending = self.run, self.parent, self.pending
@@ -176,7 +194,11 @@ class _Stream:
             node = self.task.bind((item,), dict(self.fixed))
             if parent is not None:  # an input of the body's output: recorded with it, re-checked later
                 run.dynamic.setdefault(parent.node, []).append(node)
-            pending.append(await run.plan_one(node))
+            known = node.key in run.states
+            st = await run.plan_one(node)
+            if not known:
+                self.mine.add(st)
+            pending.append(st)
         if not pending:
             raise StopAsyncIteration
         if self.ordered:
@@ -190,6 +212,7 @@ class _Stream:
         if st.status not in OK:
             st.delivered = True
             raise TaskFailed(st.node.id, st.error or RuntimeError(f"{st.node.id} was {st.status.name.lower()}"))
+        self.mine.discard(st)
         out = await run.output_of(st)
         if parent is None and not st.dependants and not st.joins:
             run.states.pop(st.node.key, None)  # handed over: memory stays bounded by the window

@@ -67,6 +67,7 @@ class Pool:
         self.publish_waiters: deque[anyio.Event] = deque()
         self.closing = False
         self.peak = 0
+        self.running: dict[NodeState, anyio.CancelScope] = {}  # what each busy worker runs
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[TaskGroup]:
@@ -116,6 +117,8 @@ class Pool:
         """The next ready node whose limit has a token (slot already taken by the caller)."""
         while self.ready:
             st = self.ready.popleft()
+            if st.status is not READY:  # withdrawn while queued (an af.map stream left early)
+                continue
             lim = self._limit_of(st) if st.node.task.limit is not None else None
             if lim is not None:
                 if lim.free <= 0:
@@ -191,12 +194,29 @@ class Pool:
             raise
 
     async def _worker(self, st: NodeState | None) -> None:
+        # One cancel scope for the worker's life (one per node would cost ~4 µs a node): cancelling it
+        # withdraws the node it runs (`withdraw`); the worker then ends and the others go on.
+        with anyio.CancelScope() as scope:
+            await self._work(st, scope)
+        if scope.cancel_called:
+            self._dispatch()
+
+    def withdraw(self, st: NodeState) -> None:
+        """Stop a running node nobody needs any more (an af.map item whose stream was left)."""
+        scope = self.running.get(st)
+        if scope is not None:
+            scope.cancel()
+
+    async def _work(self, st: NodeState | None, scope: anyio.CancelScope) -> None:
         me: _Worker | None = None
         n = 0
+        running = self.running
         while st is not None:
+            running[st] = scope
             try:
                 await self.execute(st)
             finally:
+                del running[st]
                 self._release(st)
             st = None
             if not self.slot_waiters and self.free > 0 and self.ready:

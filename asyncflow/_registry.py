@@ -92,3 +92,7 @@ class Registry:
                 )
         self._live[name] = weakref.ref(obj)
         return obj
+
+
+TASKS = Registry("task", "name")
+"""Live tasks by name."""

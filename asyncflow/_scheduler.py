@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from . import _context
@@ -25,7 +24,7 @@ from ._code import new_epoch
 from ._concurrent import run_all
 from ._emitter import Emitter
 from ._errors import CycleError, MissingInputError, TaskFailed
-from ._execute import Flight, execute, flights
+from ._execute import Flight, ThreadToken, execute, flights
 from ._faults import fault
 from ._fingerprint import decide
 from ._graph import (
@@ -48,6 +47,7 @@ from ._graph import (
     wait_on,
 )
 from ._inventory import Inventory
+from ._log import log
 from ._node import Node, iter_nodes, replace_nodes
 from ._pool import Pool
 
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from ._settings import Options
     from ._targets import Target
 
-log = structlog.get_logger("asyncflow")
 
 _NO_EVENTS: list[Any] = []
 _NOT_PERSISTED = ("not persisted",)
@@ -101,6 +100,8 @@ class Run:
         self.states: dict[bytes, NodeState] = {}  # by node key: bytes hash in C, cached
         self.flights: dict[Any, Flight] = flights()
         self.thread_limiter: anyio.CapacityLimiter | None = _thread_limiter(options.max_threads)
+        self.thread_carrier = _thread_carrier()
+        self.thread_tokens: dict[NodeState, ThreadToken] = {}  # thread bodies running now
         self.executors: set[Any] = set()  # executor objects (Dask...) to close when the run ends
         self.dynamic: dict[Node, list[Node]] = {}
         self.failures: list[NodeState] = []
@@ -174,7 +175,7 @@ class Run:
             for st in new:
                 if st.exists and st.record is None and st.stale and st not in self.inventory.warned:
                     t = self.target_of(st.node)
-                    log.warning("target without fingerprint record: rebuilding", path=t.path if t else "")
+                    log().warning("target without fingerprint record: rebuilding", path=t.path if t else "")
         except BaseException:
             for st in new:
                 self.states.pop(st.node.key, None)
@@ -272,7 +273,7 @@ class Run:
             if parent is None:
                 await event.wait()
             else:
-                async with self._awaiting(parent, waiting):
+                async with self.awaiting(parent, waiting):
                     await event.wait()
         failed = [s for s in states if s.status not in OK]
         if failed:
@@ -295,11 +296,11 @@ class Run:
         if parent is None:
             await event.wait()
             return
-        async with self._awaiting(parent, states):
+        async with self.awaiting(parent, states):
             await event.wait()
 
     @asynccontextmanager
-    async def _awaiting(self, parent: NodeState, states: list[NodeState]) -> AsyncIterator[None]:
+    async def awaiting(self, parent: NodeState, states: list[NodeState]) -> AsyncIterator[None]:
         """`parent`'s body waits for `states`: a cycle back to it is a `CycleError`; its slot is given
         back meanwhile."""
         for s in states:
@@ -310,10 +311,18 @@ class Run:
             parent.awaiting = set()
         parent.awaiting.update(states)
         await self.park(parent)
+        token = self.thread_tokens.get(parent)
+        limiter = self.thread_limiter
+        if token is not None and token.held and limiter is not None:  # a thread body waiting (through
+            token.held = False  # anyio.from_thread): its thread token goes back meanwhile too
+            limiter.release_on_behalf_of(token)
         try:
             yield
         finally:
             parent.awaiting.difference_update(states)
+            if token is not None and limiter is not None and self.thread_tokens.get(parent) is token:
+                await limiter.acquire_on_behalf_of(token)
+                token.held = True
             await self.unpark(parent)
 
     # the whole run --------------------------------------------------------------------------
@@ -347,12 +356,9 @@ class Run:
             if waiting:
                 event = self.new_event()
                 wait_on(waiting, len(waiting), event)
-                if body is not None and body.status == RUNNING:
-                    body.awaiting = {*(body.awaiting or ()), *waiting}
-                    try:
+                if frame is not None and body is not None and body.status == RUNNING:
+                    async with frame.run.awaiting(body, waiting):  # the body gives its slot back meanwhile
                         await event.wait()
-                    finally:
-                        body.awaiting.difference_update(waiting)
                 else:
                     await event.wait()
         for s in self.states.values():
@@ -362,6 +368,20 @@ class Run:
 
 
 _THREADS: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("asyncflow_threads")
+
+
+_CARRIER: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("asyncflow_thread_carrier")
+
+
+def _thread_carrier() -> anyio.CapacityLimiter:
+    """The limiter anyio's thread calls for bodies go through: never the bound itself (the thread
+    limiter's tokens are), and not the host's default one either."""
+    try:
+        return _CARRIER.get()
+    except LookupError:
+        carrier = anyio.CapacityLimiter(10_000)
+        _CARRIER.set(carrier)
+        return carrier
 
 
 def _thread_limiter(size: int) -> anyio.CapacityLimiter:

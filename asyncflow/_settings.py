@@ -165,7 +165,7 @@ def _from_env(settings: Settings, environ: Mapping[str, str]) -> tuple[Settings,
             else:
                 value = raw
             check_option(f.name, value)
-        except (ValueError, ParameterError):
+        except (ValueError, RecursionError, ParameterError):
             errors.append(
                 ParameterError(f"environment variable {var}={raw!r}: expected {_FORMS[f.name]}", param=f.name)
             )

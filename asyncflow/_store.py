@@ -15,7 +15,7 @@ import fsspec
 import msgspec
 
 from ._backends import OBJECT_STORES, Backend, backend_for
-from ._errors import StorageError
+from ._errors import ParameterError, StorageError
 
 
 def store_key(url: str, storage_options: dict[str, Any] | None) -> tuple[str, str, bytes]:
@@ -25,9 +25,28 @@ def store_key(url: str, storage_options: dict[str, Any] | None) -> tuple[str, st
         protocol = "file"
         root = os.path.abspath(os.path.expanduser(rest)).rstrip("/") or "/"
     else:
-        cls = fsspec.get_filesystem_class(protocol)
-        root = cls._strip_protocol(url).rstrip("/") or "/"
+        root = filesystem_class(protocol, url)._strip_protocol(url).rstrip("/") or "/"
     return protocol, root, msgspec.json.encode(storage_options or {}, order="deterministic")
+
+
+_HINTS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+
+
+def filesystem_class(protocol: str, url: str) -> Any:
+    """fsspec's filesystem class for a protocol; a `ParameterError` naming the store otherwise."""
+    try:
+        return fsspec.get_filesystem_class(protocol)
+    except ImportError as e:
+        package = _HINTS.get(protocol, "the package fsspec names")
+        raise ParameterError(
+            f"store {url!r} needs {package}, which is not installed: pip install {package} ({e})", param="store"
+        ) from None
+    except ValueError:
+        raise ParameterError(
+            f"store {url!r}: fsspec knows no protocol {protocol!r}; use a folder path, memory://..., s3://... "
+            "(or register the filesystem with fsspec)",
+            param="store",
+        ) from None
 
 
 class Store:
@@ -37,7 +56,7 @@ class Store:
         self.storage_options = dict(storage_options or {})
         self.key = store_key(url, self.storage_options)
         self.protocol, self.root, _ = self.key
-        cls = fsspec.get_filesystem_class(self.protocol)
+        cls = filesystem_class(self.protocol, url)
         if self.protocol == "file":
             kind = "local"
         elif self.protocol == "memory":

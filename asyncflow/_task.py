@@ -18,120 +18,18 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from ._code import CodeBoundary
 from ._errors import CycleError, ParameterError
 from ._formats import Format, get_format
 from ._identity import canonical
-from ._node import Node, has_nodes
-from ._registry import Registry
+from ._node import Node
+from ._params import MISSING, Depends, Param, Spec
+from ._registry import TASKS
 
-_MISSING: Any = inspect.Parameter.empty
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SIMPLE = (int, str, float, bool)
 
-REGISTRY = Registry("task", "name")
-"""Tasks by name: for `af.depends("name")`, recorded dynamic children and the command line."""
-
-
-class Depends:
-    """`af.depends(task, **fixed)` as a parameter default: the upstream node, bound on the fly."""
-
-    __slots__ = ("fixed", "task")
-
-    def __init__(self, task: Task | str, fixed: dict[str, Any]) -> None:
-        self.task = task
-        self.fixed = fixed
-
-    def resolve_task(self, who: str) -> Task:
-        if isinstance(self.task, Task):
-            return self.task
-        try:
-            task = REGISTRY.get(self.task)
-            if task is None:
-                raise KeyError(self.task)
-            return task  # type: ignore[no-any-return]
-        except KeyError:
-            raise ParameterError(
-                f"task {who!r} depends on {self.task!r}, which is not a known task; "
-                "define it (import its module) first",
-                task=who,
-            ) from None
-
-    def __repr__(self) -> str:
-        name = self.task if isinstance(self.task, str) else self.task.name
-        return f"af.depends({name})"
-
-
-def depends(task: Task | str, **fixed: Any) -> Any:
-    """Declare a static dependency as a parameter default.
-
-    The body receives the upstream's output. The upstream is bound with the caller's parameters of
-    the same names plus `fixed`; its parameters that the caller does not declare are inherited.
-    """
-    if not isinstance(task, (Task, str)):
-        raise ParameterError(f"af.depends() takes a task (or a task name), got {task!r}")
-    return Depends(task, fixed)
-
-
-class Param:
-    """One parameter of a task: name, annotation and default (`af.depends` or a value)."""
-
-    __slots__ = ("annotation", "default", "name", "owner")
-
-    def __init__(self, name: str, annotation: Any, default: Any, owner: str) -> None:
-        self.name = name
-        self.annotation = annotation
-        self.default = default
-        self.owner = owner
-
-    @property
-    def type_text(self) -> str:
-        a = self.annotation
-        if a is Any:
-            return "any"
-        return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
-
-    def convert(self, value: Any, strict: bool = True) -> Any:
-        """`value` checked and converted to the annotation; ParameterError names the parameter."""
-        ann = self.annotation
-        if ann is Any or type(value) is ann:
-            return value
-        if isinstance(value, (Node, list, tuple, dict)) and has_nodes(value):
-            return value  # nodes stand for outputs: their type is checked when produced
-        try:
-            try:
-                return msgspec.convert(value, ann, strict=strict, from_attributes=True)
-            except msgspec.ValidationError:
-                if strict or not isinstance(value, str):
-                    raise
-                return msgspec.json.decode(value, type=ann)  # lists, dicts... as JSON text
-        except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as e:
-            raise ParameterError(
-                f"task {self.owner!r}: parameter {self.name!r} expects {self.type_text}, "
-                f"got {value!r} ({type(value).__name__}): {e}",
-                task=self.owner,
-                param=self.name,
-            ) from None
-
-
-class _Spec:
-    """A task's parameters resolved: own params in order, depends wiring, inherited params."""
-
-    __slots__ = ("accepts", "depends", "inherited", "names", "own", "simple", "wired")
-
-    def __init__(self, own: list[Param], inherited: dict[str, Param]) -> None:
-        self.own = own
-        self.names = [p.name for p in own]
-        self.depends = [p for p in own if isinstance(p.default, Depends)]
-        self.inherited = inherited
-        self.accepts: dict[str, Param] = {p.name: p for p in own if not isinstance(p.default, Depends)}
-        self.accepts.update(inherited)
-        # Defaults holding nodes (`af.external(...)`, a node) are wiring, like `af.depends`: part
-        # of the task's definition, so not of each node's parameters unless overridden.
-        self.wired = {p.name for p in own if p.default is not _MISSING and has_nodes(p.default)}
-        self.simple = not self.depends and not inherited and not self.wired
+REGISTRY = TASKS  # tasks by name: for af.depends("name"), recorded dynamic children, the command line
 
 
 _building: list[str] = []
@@ -206,7 +104,7 @@ class Task(CodeBoundary):
                 raise ParameterError(
                     f"task {where!r}: *args / **kwargs are not supported; name each parameter", task=where
                 )
-        self._spec: _Spec | None = None
+        self._spec: Spec | None = None
         self._return: Any = None
 
     def _replaced_by(self, new: Task) -> Task:
@@ -223,12 +121,12 @@ class Task(CodeBoundary):
 
     # specification --------------------------------------------------------------------------
     @property
-    def spec(self) -> _Spec:
+    def spec(self) -> Spec:
         if self._spec is None:
             self._spec = self._build_spec()
         return self._spec
 
-    def _build_spec(self) -> _Spec:
+    def _build_spec(self) -> Spec:
         if self.name in _building:
             raise CycleError([*_building[_building.index(self.name) :], self.name])
         _building.append(self.name)
@@ -258,7 +156,7 @@ class Task(CodeBoundary):
                             task=self.name,
                             param=p.name,
                         )
-            return _Spec(own, inherited)
+            return Spec(own, inherited)
         finally:
             _building.pop()
 
@@ -299,10 +197,10 @@ class Task(CodeBoundary):
         params: dict[str, Any] = {}
         if spec.simple:
             for p in spec.own:
-                v = kwargs.pop(p.name, _MISSING)
-                if v is _MISSING:
+                v = kwargs.pop(p.name, MISSING)
+                if v is MISSING:
                     v = p.default
-                    if v is _MISSING:
+                    if v is MISSING:
                         raise self._missing(p)
                     params[p.name] = v
                 else:
@@ -312,10 +210,10 @@ class Task(CodeBoundary):
             return self._node(params, params)
         body: dict[str, Any] = {}
         for p in spec.own:
-            v = kwargs.pop(p.name, _MISSING)
-            if v is _MISSING:
+            v = kwargs.pop(p.name, MISSING)
+            if v is MISSING:
                 v = p.default
-                if v is _MISSING:
+                if v is MISSING:
                     raise self._missing(p)
                 if isinstance(v, Depends):
                     continue  # wired below, once every plain value is known
@@ -327,9 +225,9 @@ class Task(CodeBoundary):
             else:
                 params[p.name] = body[p.name] = p.convert(v, strict)
         for name, q in spec.inherited.items():
-            v = kwargs.pop(name, _MISSING)
-            if v is _MISSING:
-                if q.default is _MISSING:
+            v = kwargs.pop(name, MISSING)
+            if v is MISSING:
+                if q.default is MISSING:
                     raise self._missing(q)
                 if isinstance(q.default, Depends):
                     continue
@@ -438,6 +336,29 @@ def _check_executor(task: str, executor: Any, kind: str) -> Any:
         task=task,
         param="executor",
     )
+
+
+@typing.overload
+def task(fn: Callable[..., Any], /) -> Task: ...
+
+
+@typing.overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    format: str | Format = "json",
+    store: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    persist: bool = True,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+    limit: str | int | None = None,
+    version: str | None = None,
+    executor: Any = None,
+) -> Callable[[Callable[..., Any]], Task]: ...
 
 
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:

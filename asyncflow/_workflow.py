@@ -11,6 +11,7 @@ import time
 from typing import Any, ClassVar
 
 import anyio
+import anyio.from_thread
 import sniffio
 
 from . import _context
@@ -473,4 +474,9 @@ def run(what: Any, **options: Any) -> Any:
         outs = [st.output for st in states]
         return outs[0] if single else outs
 
+    if _context.current.get() is not None:  # a plain-function body (a worker thread) runs a flow:
+        try:  # on the body's own event loop, so its nodes are shared and cycles through it are found
+            return anyio.from_thread.run(main)
+        except anyio.NoEventLoopError:  # not an anyio worker thread after all
+            pass
     return anyio.run(main)

@@ -14,9 +14,9 @@ import asyncflow as af
 PACKAGE = Path(af.__file__).parent
 
 LAYERS = [
-    ("L0 leaves", ["_errors", "_settings", "events", "_identity", "_code", "_context", "_faults"]),
+    ("L0 leaves", ["_errors", "_settings", "events", "_identity", "_code", "_context", "_faults", "_log"]),
     ("L1 storage", ["_formats", "_concurrent", "_batcher", "_local", "_backends", "_store", "_targets"]),
-    ("L2 model", ["_registry", "_node", "_task"]),
+    ("L2 model", ["_registry", "_node", "_params", "_task"]),
     ("L3 graph", ["_graph", "_fingerprint"]),
     ("L4 run", ["_pool", "_inventory", "_emitter", "_dask", "_execute", "_scheduler"]),
     ("L5 API", ["_render", "_report", "_select", "_results", "_progress", "_export", "_background", "_workflow",
@@ -43,7 +43,7 @@ def _imports(path: Path) -> Iterator[tuple[str, list[str], bool, int]]:
     tree = ast.parse(path.read_text())
     type_only: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
             for inner in node.body:
                 type_only.update(id(n) for n in ast.walk(inner))
     for node in ast.walk(tree):

@@ -17,6 +17,8 @@ import pytest
 import asyncflow as af
 from asyncflow import events, testing
 
+from ..conftest import BACKEND
+
 pytestmark = pytest.mark.anyio
 
 
@@ -306,3 +308,186 @@ def test_a_bad_environment_value_never_breaks_the_import_but_stops_the_run(tmp_p
                           "import pipe\ntry:\n    af.run(pipe.one())\nexcept af.ParameterError as e:\n    print(e)"],
                          env=env, capture_output=True, text=True)  # fmt: skip
     assert "ASYNCFLOW_MAX_CONCURRENCY='abc'" in api.stdout, api.stderr
+
+
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+@pytest.mark.parametrize("raised", ["SystemExit(2)", "Abort('x')"])
+async def test_an_on_event_callback_raising_a_base_exception_is_named_too(store, kind: str, raised: str) -> None:
+    tries: list[int] = []
+
+    @af.task(name=f"done_first_{kind}")
+    async def done_first() -> int:
+        return 0
+
+    @af.task(retries=1, name=f"flaky_again_{kind}")
+    async def flaky_again() -> int:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("once")
+        return 1
+
+    @af.task(name=f"broken_again_{kind}")
+    async def broken_again() -> int:
+        raise ValueError("always")
+
+    await af.Workflow(done_first(), store=store).run()
+
+    def listener(event: events.Event) -> None:
+        if type(event).__name__ == kind:
+            raise eval(raised)
+
+    flow = af.Workflow([done_first(), flaky_again(), broken_again()], store=store, on_event=listener)
+    with testing.instant_retries(), pytest.raises(af.FlowFailed) as e:
+        await flow.run()
+    assert f"on_event callback {listener.__qualname__} raised" in str(e.value)
+    assert repr(e.value.__cause__) == repr(eval(raised))
+
+
+async def test_a_background_run_whose_callback_raises_ends_and_says_so(mem_store) -> None:
+    import anyio
+
+    @af.task
+    async def bg_one() -> int:
+        return 1
+
+    def listener(event: events.Event) -> None:
+        raise SystemExit(1)
+
+    async with anyio.create_task_group() as tg:
+        handle = af.Workflow(bg_one(), store=mem_store).start(tg, on_event=listener)
+        with anyio.fail_after(5):
+            await handle.wait()
+    assert handle.status == "failed" and "on_event callback" in str(handle.error)
+
+
+@pytest.mark.parametrize("raised", ["GeneratorExit()", "SystemExit(3)"])
+async def test_odd_base_exceptions_of_a_body_are_its_failure(mem_store, raised: str) -> None:
+    @af.task(name=f"odd_{''.join(c for c in raised if c.isalnum())}")
+    async def odd() -> int:
+        raise eval(raised)
+
+    @af.task(name=f"sibling_{''.join(c for c in raised if c.isalnum())}")
+    async def sibling() -> int:
+        return 1
+
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow([odd(), sibling()], store=mem_store).run()
+    assert type(e.value.__cause__).__name__ == raised.split("(")[0] and e.value.result.ran == 1
+
+
+@pytest.mark.skipif(BACKEND != "asyncio", reason="a CancelledError nobody asked for is an asyncio thing")
+async def test_a_cancelled_error_a_body_raises_by_itself_is_its_failure(mem_store) -> None:
+    import asyncio
+
+    @af.task(persist=False)
+    async def victim() -> int:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()  # cancelled by someone else
+        await future  # raises CancelledError here, while nobody cancels the run
+        return 0
+
+    @af.task(persist=False)
+    async def bystander(i: int) -> int:
+        await asyncio.sleep(0.01)
+        return i
+
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow([victim(), *[bystander(i=i) for i in range(3)]], store=mem_store).run()
+    assert isinstance(e.value.__cause__, asyncio.CancelledError)
+    assert e.value.result.ran == 3 and e.value.result.cancelled == 0  # the others went on
+
+
+def test_a_process_body_that_exits_fails_alone(tmp_path: Path) -> None:
+    (tmp_path / "proc_tasks.py").write_text(
+        textwrap.dedent("""
+        import sys
+        import asyncflow as af
+
+        @af.task(executor="process")
+        def quits(code: int) -> int:
+            sys.exit(code)
+
+        @af.task(executor="process")
+        def works(i: int) -> int:
+            return i * 2
+    """)
+    )
+    script = _script(
+        tmp_path,
+        """
+        import anyio, asyncflow as af
+        import proc_tasks  # (found through PYTHONPATH, by the worker processes too)
+
+        async def main():
+            out = {}
+            async def one(name, nodes):
+                try:
+                    await af.Workflow(nodes, store="memory://p", execution_summary=False).run()
+                    out[name] = "ok"
+                except af.FlowFailed as e:
+                    out[name] = type(e.__cause__).__name__
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "quitter", [proc_tasks.quits(code=3)])
+                tg.start_soon(one, "innocent", [proc_tasks.works(i=i) for i in range(4)])
+            await one("next", [proc_tasks.works(i=i) for i in range(10, 14)])
+            print(sorted(out.items()))
+
+        if __name__ == "__main__":
+            anyio.run(main)
+    """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the worker processes import the tasks too
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
+    assert proc.stdout.strip() == "[('innocent', 'ok'), ('next', 'ok'), ('quitter', 'SystemExit')]", proc.stderr
+
+
+def test_a_thread_body_raising_keyboard_interrupt_fails_and_the_process_exits(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        import asyncflow as af
+
+        @af.task
+        def interrupts() -> int:
+            raise KeyboardInterrupt
+
+        try:
+            af.run(interrupts(), store="memory://k", execution_summary=False)
+        except af.FlowFailed as e:
+            print("failed:", type(e.__cause__).__name__)
+    """,
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert proc.stdout.strip() == "failed: RuntimeError" and proc.returncode == 0, proc.stderr
+
+
+def test_bad_stores_and_environment_values_are_clear_errors(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        import asyncflow as af
+
+        @af.task
+        async def one() -> int:
+            return 1
+    """,
+    )
+    for store, words in (("nosuch://x", "fsspec knows no protocol 'nosuch'"), ("gs://b/x", "needs gcsfs")):
+        proc = _cli(tmp_path, "run", f"{script}:one", "--store", store)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        with pytest.raises(af.ParameterError, match=words):
+            af.run(_bare_store(store))
+    deep = "[" * 30_000 + "]" * 30_000
+    for env in ({"ASYNCFLOW_FAULT": "after_plan:kill:x"}, {"ASYNCFLOW_STORAGE_OPTIONS": '{"a": ' + deep + "}"}):
+        proc = subprocess.run([sys.executable, "-c", "import asyncflow"], capture_output=True, text=True,
+                              env={**os.environ, **env})  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+
+def _bare_store(store: str) -> Any:
+    @af.task(name="bare_store_probe")
+    async def probe() -> int:
+        return 1
+
+    return af.Workflow(probe(), store=store)

@@ -7,8 +7,10 @@ import asyncio
 import gc
 import threading
 import time
+from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 
 import asyncflow as af
@@ -197,4 +199,148 @@ def test_thread_bodies_of_concurrent_runs_share_one_limiter(mem_store) -> None:
     threads = threading.active_count()
     anyio.run(main, backend=BACKEND)
     assert peak == 8  # 400 bodies of 40 runs, never more than the loop's 8 threads at once
-    assert threading.active_count() <= threads + 8 + 2
+    assert threading.active_count() <= threads + 2 * 8  # (trio keeps a few idle threads cached a while)
+
+
+async def test_leaving_af_map_early_inside_a_body_stops_its_items(mem_store) -> None:
+    started: list[int] = []
+
+    @af.task(persist=False)
+    async def slow_item(i: int) -> int:
+        if i == 0:
+            return 0
+        started.append(i)
+        await anyio.sleep(60)
+        return i
+
+    @af.task(persist=False)
+    async def breaks() -> int:
+        async for out in af.map(slow_item, range(100), window=4):
+            return out  # leaves the stream at once: the three items in flight are not needed
+        return -1
+
+    with anyio.fail_after(5):
+        result = await af.Workflow(breaks(), store=mem_store).run()
+    assert result.ok and sorted(started) == [1, 2, 3]
+
+
+async def test_a_workflow_run_by_a_body_gives_the_body_s_slot_back(mem_store) -> None:
+    @af.task
+    async def nested_k() -> int:
+        return 1
+
+    @af.task
+    async def nested_x() -> int:
+        return await nested_k() + 1
+
+    @af.task
+    async def nested_a() -> int:
+        return await af.Workflow(nested_x(), store=mem_store).run() and 5  # the nested run needs slots too
+
+    with anyio.fail_after(5):
+        result = await af.Workflow([nested_a(), nested_x()], store=mem_store, max_concurrency=1).run()
+    assert result.ok
+
+
+async def test_a_static_cycle_made_after_binding_is_a_cycle_error(mem_store) -> None:
+    @af.task
+    async def linked(name: str, others: list) -> int:
+        return 1
+
+    to_b: list[Any] = []
+    to_a: list[Any] = []
+    a = linked(name="a", others=to_b)
+    b = linked(name="b", others=to_a)
+    to_b.append(b)  # the lists are changed after binding: a needs b, b needs a
+    to_a.append(a)
+    with anyio.fail_after(5), pytest.raises(af.CycleError):
+        await af.Workflow(a, store=mem_store).run()
+
+
+def test_thread_bodies_bound_by_max_threads_even_when_abandoned(mem_store) -> None:
+    lock = threading.Lock()
+    now = peak = 0
+
+    @af.task(persist=False, timeout=0.05)
+    def overstays(i: int) -> int:
+        nonlocal now, peak
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        time.sleep(0.3)  # past its timeout: abandoned, but still running
+        with lock:
+            now -= 1
+        return i
+
+    async def main() -> None:
+        with pytest.raises(af.FlowFailed):
+            await af.Workflow([overstays(i=i) for i in range(12)], store=mem_store).run()
+        for k in range(3):
+            with anyio.move_on_after(0.05):
+                await af.Workflow([overstays(i=100 + 10 * k + i) for i in range(4)], store=mem_store).run()
+
+    af.settings.max_threads = 3
+    anyio.run(main, backend=BACKEND)
+    assert peak <= 3
+
+
+async def test_thread_bodies_awaiting_thread_children_do_not_deadlock(mem_store) -> None:
+    @af.task
+    def thread_leaf(i: int) -> int:
+        return i
+
+    @af.task
+    def thread_parent(j: int) -> int:  # a plain function that needs a child: it hops back to the loop
+        return anyio.from_thread.run(lambda: af.gather(thread_leaf(i=j)))[0] + 1
+
+    af.settings.max_threads = 1
+    with anyio.fail_after(10):
+        result = await af.Workflow([thread_parent(j=j) for j in range(3)], store=mem_store).run()
+    assert result.ran == 6
+
+
+async def test_af_run_inside_a_thread_body_runs_on_the_body_s_loop(mem_store) -> None:
+    runs: list[str] = []
+
+    @af.task
+    def thread_outer() -> int:
+        runs.append("thread_outer")
+        return af.run(thread_inner(), store=mem_store)  # a flow needing this very body's node
+
+    @af.task
+    def thread_inner(o: int = af.depends("thread_outer")) -> int:
+        return o
+
+    @af.task
+    def shares() -> int:
+        return af.run(base_value(), store=mem_store) + 1
+
+    @af.task
+    def base_value() -> int:
+        runs.append("base")
+        return 41
+
+    with anyio.fail_after(10):
+        with pytest.raises(af.FlowFailed) as e:
+            await af.Workflow(thread_outer(), store=mem_store).run()
+        assert isinstance(e.value.__cause__, af.CycleError) and runs == ["thread_outer"]
+        result = await af.Workflow([shares(), base_value()], store=mem_store).run()
+    assert result.ok and runs.count("base") == 1  # one loop, one execution of the shared node
+
+
+def test_abandoned_thread_bodies_keep_no_event_loop_alive(store) -> None:
+    @af.task(timeout=0.02)
+    def overstay_once(i: int) -> int:
+        time.sleep(0.1)
+        return i
+
+    def loops() -> int:
+        gc.collect()
+        return sum(isinstance(o, asyncio.AbstractEventLoop) for o in gc.get_objects())
+
+    before = loops()
+    for i in range(5):
+        with pytest.raises(af.FlowFailed):
+            af.run(overstay_once(i=i), store=store)
+    time.sleep(0.3)  # the abandoned threads finish after their loops are gone
+    assert loops() <= before + 1

@@ -1,0 +1,116 @@
+"""A task's parameters: each one's annotation and default, `af.depends` wiring, and the
+specification binding follows (own parameters, inherited ones, defaults holding nodes)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import msgspec
+
+from ._code import CodeBoundary
+from ._errors import ParameterError
+from ._node import Node, has_nodes
+from ._registry import TASKS
+
+MISSING: Any = inspect.Parameter.empty
+
+
+class Depends:
+    """`af.depends(task, **fixed)` as a parameter default: the upstream node, bound on the fly."""
+
+    __slots__ = ("fixed", "task")
+
+    def __init__(self, task: Any, fixed: dict[str, Any]) -> None:
+        self.task = task  # a Task, or a task's name
+        self.fixed = fixed
+
+    def resolve_task(self, who: str) -> Any:
+        """The upstream task (by name: the live task of that name)."""
+        if isinstance(self.task, CodeBoundary):
+            return self.task
+        try:
+            task = TASKS.get(self.task)
+            if task is None:
+                raise KeyError(self.task)
+            return task
+        except KeyError:
+            raise ParameterError(
+                f"task {who!r} depends on {self.task!r}, which is not a known task; "
+                "define it (import its module) first",
+                task=who,
+            ) from None
+
+    def __repr__(self) -> str:
+        name = self.task if isinstance(self.task, str) else self.task.name
+        return f"af.depends({name})"
+
+
+def depends(task: Any, **fixed: Any) -> Any:
+    """Declare a static dependency as a parameter default.
+
+    The body receives the upstream's output. The upstream is bound with the caller's parameters of
+    the same names plus `fixed`; its parameters that the caller does not declare are inherited.
+    """
+    if not isinstance(task, (CodeBoundary, str)):
+        raise ParameterError(f"af.depends() takes a task (or a task name), got {task!r}")
+    return Depends(task, fixed)
+
+
+class Param:
+    """One parameter of a task: name, annotation and default (`af.depends` or a value)."""
+
+    __slots__ = ("annotation", "default", "name", "owner")
+
+    def __init__(self, name: str, annotation: Any, default: Any, owner: str) -> None:
+        self.name = name
+        self.annotation = annotation
+        self.default = default
+        self.owner = owner
+
+    @property
+    def type_text(self) -> str:
+        a = self.annotation
+        if a is Any:
+            return "any"
+        return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
+
+    def convert(self, value: Any, strict: bool = True) -> Any:
+        """`value` checked and converted to the annotation; ParameterError names the parameter."""
+        ann = self.annotation
+        if ann is Any or type(value) is ann:
+            return value
+        if isinstance(value, (Node, list, tuple, dict)) and has_nodes(value):
+            return value  # nodes stand for outputs: their type is checked when produced
+        try:
+            try:
+                return msgspec.convert(value, ann, strict=strict, from_attributes=True)
+            except msgspec.ValidationError:
+                if strict or not isinstance(value, str):
+                    raise
+                return msgspec.json.decode(value, type=ann)  # lists, dicts... as JSON text
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as e:
+            raise ParameterError(
+                f"task {self.owner!r}: parameter {self.name!r} expects {self.type_text}, "
+                f"got {value!r} ({type(value).__name__}): {e}",
+                task=self.owner,
+                param=self.name,
+            ) from None
+
+
+class Spec:
+    """A task's parameters resolved: own params in order, depends wiring, inherited params."""
+
+    __slots__ = ("accepts", "depends", "inherited", "names", "own", "simple", "wired")
+
+    def __init__(self, own: list[Param], inherited: dict[str, Param]) -> None:
+        self.own = own
+        self.names = [p.name for p in own]
+        self.depends = [p for p in own if isinstance(p.default, Depends)]
+        self.inherited = inherited
+        self.accepts: dict[str, Param] = {p.name: p for p in own if not isinstance(p.default, Depends)}
+        self.accepts.update(inherited)
+        # Defaults holding nodes (`af.external(...)`, a node) are wiring, like `af.depends`: part
+        # of the task's definition, so not of each node's parameters unless overridden.
+        self.wired = {p.name for p in own if p.default is not MISSING and has_nodes(p.default)}
+        self.simple = not self.depends and not inherited and not self.wired
