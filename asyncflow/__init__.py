@@ -3,10 +3,10 @@
 Layers (a module imports only modules listed before it; `tests/test_layout.py` enforces it and the
 README's "Design" section says who owns what):
     L0 leaves    _errors  _settings  events  _identity  _code  _context  _faults  _log
-    L1 storage   _formats  _concurrent  _batcher  _local  _backends  _store  _targets
+    L1 storage   _formats  _concurrent  _batcher  _local  _backends  _remote  _store  _targets
     L2 model     _registry  _node  _params  _task
     L3 graph     _graph  _fingerprint
-    L4 run       _pool  _inventory  _emitter  _dask  _execute  _scheduler
+    L4 run       _pool  _records  _inventory  _emitter  _dask  _execute  _scheduler
     L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _map
     L6 surface   __init__  cli  __main__  testing
 """

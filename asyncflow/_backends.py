@@ -2,33 +2,40 @@
 
 - `LocalBackend`: plain `os` calls (no fsspec overhead), batched into worker threads.
 - `MemoryBackend`: fsspec's memory filesystem, inline (dict operations; nothing blocks).
-- `AsyncFsspecBackend`: s3fs, gcsfs... on asyncio: one instance per event loop, awaited natively.
-- `ThreadFsspecBackend`: any other filesystem (and async ones under trio): its sync API in threads.
+- `_remote.AsyncFsspecBackend`: s3fs, gcsfs... on asyncio: one instance per event loop, awaited natively.
+- `_remote.ThreadFsspecBackend`: any other filesystem (and async ones under trio): its sync API in threads.
 
-Backends raise what the filesystem raises; the `Store` facade turns every failure other than
-"not found" into one `StorageError`. Per-event-loop resources (thread batchers, async clients)
-live in a run variable and are closed, and dropped, when their loop shuts down: nothing keeps a
-finished loop alive.
+Each backend gives a few primitives (list with details, read, put, write, delete, info); the record
+operations (`scan` a task folder with each target's version tag, `probe` one target and the
+record attached to it, `publish` a target and learn its tag, record segments) are built on them,
+and local disk has its own (`_local`). Backends raise what the filesystem raises; the `Store`
+facade turns every failure other than "not found" into one `StorageError`.
+
+Per-event-loop resources (thread batchers, async clients) live in a run variable and are closed,
+and dropped, when their loop shuts down: nothing keeps a finished loop alive.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
+import functools
 import hashlib
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio.lowlevel
 import anyio.to_thread
-import sniffio
 
 from . import _local
 from ._batcher import ThreadBatcher
+from ._concurrent import run_all
 
-S3_PART = 8 * 2**20  # multipart upload parts: outputs of 16 MiB and more go up in parts
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})
+SEGMENTS = _local.SEGMENTS
+
+Scan = tuple[dict[str, str], list[str], list[str]]
+"""A task folder: `{target name: version tag}`, record segment names, asyncflow 0.1 record names."""
 
 _LOOP_RESOURCES: anyio.lowlevel.RunVar[dict[Any, Any]] = anyio.lowlevel.RunVar("asyncflow_store_resources")
 
@@ -47,8 +54,34 @@ def _name_of(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def tag_of(info: dict[str, Any]) -> str:
+    """A file's version tag from fsspec's info: its etag (or md5, crc) when there is one, else its
+    size and times."""
+    for k in ("ETag", "etag", "md5Hash", "md5", "checksum", "crc32c"):
+        if info.get(k):
+            return str(info[k]).strip('"')
+    stamp: Any = info.get("mtime") or info.get("created") or info.get("LastModified")
+    if hasattr(stamp, "timestamp"):  # a datetime from `info`, where `ls` may give a float
+        stamp = stamp.timestamp()
+    return f"{info.get('size')}-{stamp}"
+
+
+def scan_entries(entries: list[dict[str, Any]]) -> tuple[dict[str, str], list[str]]:
+    """A listing with details as targets with their tags, and asyncflow 0.1's record files."""
+    targets: dict[str, str] = {}
+    legacy: list[str] = []
+    for e in entries:
+        name = _name_of(e["name"])
+        if name[:1] == ".":
+            if _local.LEGACY_RECORD in name and not _local.is_temporary(name):
+                legacy.append(name)
+        elif e.get("type", "file") != "directory":
+            targets[name] = tag_of(e)
+    return targets, legacy
+
+
 class Backend(abc.ABC):
-    """The operations targets need, on one filesystem; publishing defaults to three atomic steps."""
+    """The operations targets need, on one filesystem."""
 
     kind = ""
 
@@ -59,13 +92,18 @@ class Backend(abc.ABC):
         self.protocol = protocol
         self.root = root
 
+    # primitives -----------------------------------------------------------------------------
     @abc.abstractmethod
-    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
-        """Names in `folder` (empty when missing; temporaries left out), or `then(names)`."""
+    async def ls(self, folder: str) -> list[dict[str, Any]]:
+        """fsspec's detailed listing of `folder` (empty when missing)."""
 
     @abc.abstractmethod
     async def read(self, path: str) -> bytes:
         """The bytes at `path` (FileNotFoundError when missing)."""
+
+    async def read_small(self, path: str) -> bytes:
+        """`read`, for a file known to be small (one request where the store would ask its size)."""
+        return await self.read(path)
 
     @abc.abstractmethod
     async def write(self, path: str, data: bytes) -> None:
@@ -83,11 +121,75 @@ class Backend(abc.ABC):
     async def glob(self, pattern: str) -> list[str]:
         """Paths matching `pattern`, sorted."""
 
-    async def publish(self, target: str, data: bytes, record: str, record_data: bytes, old: str | None) -> None:
-        if old is not None:  # first: a target without its record is never trusted
-            await self.delete([old])
-        await self.write(target, data)
-        await self.write(record, record_data)
+    async def put_with_record(self, path: str, data: bytes, record: bytes) -> str | None:
+        """Write `data` at `path` with `record` attached, returning its tag; None when this store
+        attaches no records (then `publish` writes and asks for the tag)."""
+        return None
+
+    async def head(self, path: str) -> tuple[str, bytes | None]:
+        """A file's tag and its attached record (FileNotFoundError when missing)."""
+        return tag_of(await self.info(path)), None
+
+    async def read_with_record(self, path: str) -> tuple[bytes, str, bytes | None]:
+        """A target's bytes, its tag and its attached record, of one version where the store can
+        tell (FileNotFoundError when missing)."""
+        tag, attached = await self.head(path)
+        return await self.read(path), tag, attached
+
+    # built on them --------------------------------------------------------------------------
+    async def scan(self, folder: str) -> Scan:
+        """A task folder's targets with their tags, its record segments, asyncflow 0.1's records
+        (segments listed first: see `_records._rewrite`)."""
+        segments = await self.segment_names(folder)
+        targets, legacy = scan_entries(await self.ls(folder))
+        return targets, segments, legacy
+
+    async def probe(self, path: str) -> tuple[str, bytes | None] | None:
+        """One target's tag and attached record, or None when it is missing."""
+        try:
+            return await self.head(path)
+        except FileNotFoundError:
+            return None
+
+    async def publish(self, path: str, data: bytes, attach: Callable[[str], bytes | None] | None) -> str:
+        """Publish a target atomically (its record attached where the store can: `attach(tag)`);
+        the tag of what was written."""
+        record = attach("") if attach is not None else None
+        if record is not None:
+            tag = await self.put_with_record(path, data, record)
+            if tag is not None:
+                return tag
+        await self.write(path, data)
+        return tag_of(await self.info(path))
+
+    async def attach(self, path: str, record: bytes) -> bool:
+        """Attach a record to a file already in place; False where the store cannot."""
+        return False
+
+    async def write_segment(self, folder: str, name: str, data: bytes) -> None:
+        await self.write(f"{folder}/{SEGMENTS}/{name}", data)
+
+    async def segment_names(self, folder: str) -> list[str]:
+        names = (_name_of(e["name"]) for e in await self.ls(f"{folder}/{SEGMENTS}"))
+        return sorted(n for n in names if not _local.is_temporary(n))
+
+    async def read_segments(self, folder: str, names: list[str]) -> list[tuple[str, bytes]]:
+        """The segments still there, as (name, bytes), read a few at a time."""
+        found: dict[str, bytes] = {}
+
+        async def one(name: str) -> None:
+            try:
+                found[name] = await self.read_small(f"{folder}/{SEGMENTS}/{name}")
+            except FileNotFoundError:  # compacted away meanwhile
+                pass
+
+        for i in range(0, len(names), 16):
+            await run_all([functools.partial(one, n) for n in names[i : i + 16]])
+        return [(n, found[n]) for n in names if n in found]
+
+    async def delete_segments(self, folder: str, names: list[str]) -> None:
+        if names:
+            await self.delete([f"{folder}/{SEGMENTS}/{n}" for n in names])
 
     async def exists(self, path: str) -> bool:
         try:
@@ -141,46 +243,65 @@ class LocalBackend(Backend):
             batcher = resources[self.key] = ThreadBatcher()
         return batcher
 
-    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
-        if then is None:
-            return await self._batcher().call(_local.list_folder, folder)
-        return await self._batcher().call(_then, then, folder)  # computed in the worker thread
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._batcher().call(fn, *args)
+
+    async def ls(self, folder: str) -> list[dict[str, Any]]:  # pragma: no cover - scan is local's own
+        targets, _, _ = await self.scan(folder)
+        return [{"name": f"{folder}/{n}", "type": "file"} for n in targets]
+
+    async def scan(self, folder: str) -> Scan:
+        return await self._run(_local.scan, folder)  # type: ignore[no-any-return]
+
+    async def probe(self, path: str) -> tuple[str, bytes | None] | None:
+        return await self._run(_local.probe, path)  # type: ignore[no-any-return]
+
+    async def publish(self, path: str, data: bytes, attach: Callable[[str], bytes | None] | None) -> str:
+        return await self._run(_local.publish, path, data, attach)  # type: ignore[no-any-return]
+
+    async def attach(self, path: str, record: bytes) -> bool:
+        return await self._run(_local.attach, path, record)  # type: ignore[no-any-return]
+
+    async def write_segment(self, folder: str, name: str, data: bytes) -> None:
+        await self._run(_local.write_segment, folder, name, data)
+
+    async def read_segments(self, folder: str, names: list[str]) -> list[tuple[str, bytes]]:
+        return await self._run(_local.read_segments, folder, names)  # type: ignore[no-any-return]
+
+    async def segment_names(self, folder: str) -> list[str]:
+        return await self._run(_local.segment_names, folder)  # type: ignore[no-any-return]
 
     async def read(self, path: str) -> bytes:
-        return await self._batcher().call(_local.read, path)  # type: ignore[no-any-return]
+        return await self._run(_local.read, path)  # type: ignore[no-any-return]
+
+    async def read_with_record(self, path: str) -> tuple[bytes, str, bytes | None]:
+        return await self._run(_local.read_with_record, path)  # type: ignore[no-any-return]
 
     async def write(self, path: str, data: bytes) -> None:
-        await self._batcher().call(_local.write_atomic, path, data)
-
-    async def publish(self, target: str, data: bytes, record: str, record_data: bytes, old: str | None) -> None:
-        await self._batcher().call(_local.publish, target, data, record, record_data, old)
+        await self._run(_local.write_atomic, path, data)
 
     async def delete(self, paths: list[str]) -> None:
-        await self._batcher().call(_local.delete, paths)
+        await self._run(_local.delete, paths)
 
     async def exists(self, path: str) -> bool:
-        return await self._batcher().call(_local.exists, path)  # type: ignore[no-any-return]
+        return await self._run(_local.exists, path)  # type: ignore[no-any-return]
 
     async def checksum(self, path: str) -> str | None:
-        return await self._batcher().call(_local.checksum, path)  # type: ignore[no-any-return]
+        return await self._run(_local.checksum, path)  # type: ignore[no-any-return]
 
     async def glob(self, pattern: str) -> list[str]:
-        return await self._batcher().call(_local.glob, pattern)  # type: ignore[no-any-return]
+        return await self._run(_local.glob, pattern)  # type: ignore[no-any-return]
 
     async def info(self, path: str) -> dict[str, Any]:
-        st = await self._batcher().call(os.stat, path)
+        st = await self._run(os.stat, path)
         return {"name": path, "size": st.st_size, "mtime": st.st_mtime, "type": "file"}
 
     async def check(self) -> None:
         return None
 
 
-def _then(then: Callable[[set[str]], Any], folder: str) -> Any:
-    return then(_local.list_folder(folder))
-
-
-class _SyncFs(Backend):
-    """Shared by the backends that hold one synchronous fsspec instance."""
+class SyncFsBackend(Backend):
+    """Shared by the backends that hold one synchronous fsspec instance (a base: `_remote` too)."""
 
     _fs: Any = None
 
@@ -189,11 +310,8 @@ class _SyncFs(Backend):
             self._fs = self.fs_class(**self.fs_options(False))
         return self._fs
 
-    def _names(self, entries: list[str]) -> set[str]:
-        return {n for n in map(_name_of, entries) if not _local.is_temporary(n)}
 
-
-class MemoryBackend(_SyncFs):
+class MemoryBackend(SyncFsBackend):
     """fsspec's memory filesystem, driven inline: every call is a dict operation."""
 
     kind = "memory"
@@ -203,12 +321,11 @@ class MemoryBackend(_SyncFs):
             self._fs = self.fs_class()
         return self._fs
 
-    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
+    async def ls(self, folder: str) -> list[dict[str, Any]]:
         try:
-            names = self._names(self.sync_fs().ls(folder, detail=False))
+            return self.sync_fs().ls(folder, detail=True)  # type: ignore[no-any-return]
         except FileNotFoundError:
-            names = set()
-        return names if then is None else then(names)
+            return []
 
     async def read(self, path: str) -> bytes:
         return self.sync_fs().cat_file(path)  # type: ignore[no-any-return]
@@ -234,176 +351,3 @@ class MemoryBackend(_SyncFs):
 
     async def glob(self, pattern: str) -> list[str]:
         return sorted(self.sync_fs().glob(pattern))
-
-
-class ThreadFsspecBackend(_SyncFs):
-    """A blocking fsspec filesystem (or an async one under trio): its sync API in worker threads."""
-
-    kind = "sync"
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=_thread_limiter())
-
-    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
-        fs = self.sync_fs()
-        fs.invalidate_cache(folder)
-        try:
-            names = self._names(await self._call(fs.ls, folder, False))
-        except FileNotFoundError:
-            names = set()
-        return names if then is None else then(names)
-
-    async def read(self, path: str) -> bytes:
-        return await self._call(self.sync_fs().cat_file, path)  # type: ignore[no-any-return]
-
-    async def write(self, path: str, data: bytes) -> None:
-        if self.protocol in OBJECT_STORES:  # one PUT: whole or nothing
-            await self._call(self.sync_fs().pipe_file, path, data)
-        else:
-            await self._call(_write_then_move, self.sync_fs(), path, data)
-
-    async def delete(self, paths: list[str]) -> None:
-        try:
-            await self._call(self.sync_fs().rm, paths)
-        except FileNotFoundError:
-            pass
-
-    async def info(self, path: str) -> dict[str, Any]:
-        return await self._call(self.sync_fs().info, path)  # type: ignore[no-any-return]
-
-    async def glob(self, pattern: str) -> list[str]:
-        return sorted(await self._call(self.sync_fs().glob, pattern))
-
-
-def _thread_limiter() -> anyio.CapacityLimiter:
-    """The limiter for blocking filesystem calls on this event loop (not the host's default one)."""
-    resources = loop_resources()
-    limiter = resources.get("fs-threads")
-    if limiter is None:
-        limiter = resources["fs-threads"] = anyio.CapacityLimiter(16)
-    return limiter
-
-
-def _write_then_move(fs: Any, path: str, data: bytes) -> None:
-    folder, name = path.rsplit("/", 1)
-    tmp = _local.temp_name(folder, name)
-    fs.pipe_file(tmp, data)
-    try:
-        fs.mv(tmp, path)
-    except BaseException:
-        try:
-            fs.rm_file(tmp)
-        except Exception:
-            pass
-        raise
-
-
-class AsyncFsspecBackend(ThreadFsspecBackend):
-    """An async filesystem (s3fs, gcsfs...): awaited natively on asyncio, through threads on trio."""
-
-    kind = "async"
-
-    def native(self) -> Any | None:
-        """This asyncio loop's instance, or None on other backends (threads then).
-
-        One per store and event loop, reused by every run on that loop (a client costs ~50 ms
-        to make); closed, and dropped, when the loop shuts down."""
-        if sniffio.current_async_library() != "asyncio":
-            return None
-        resources = loop_resources()
-        fs = resources.get(self.key)
-        if fs is None:
-            opts = self.fs_options(True)
-            if self.protocol in ("s3", "s3a") and "session" not in opts:
-                opts["session"] = _aio_session()
-            fs = resources[self.key] = self.fs_class(**opts)
-            keeper = _keeper(fs, resources, self.key)
-            # Started, it is an async generator the loop finalizes (closing the client) at shutdown.
-            resources[(self.key, "keeper")] = (keeper, asyncio.get_running_loop().create_task(anext(keeper)))
-        return fs
-
-    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
-        fs = self.native()
-        if fs is None:
-            return await super().listdir(folder, then)
-        try:
-            names = self._names(await fs._ls(folder, detail=False, refresh=True))
-        except FileNotFoundError:
-            names = set()
-        return names if then is None else then(names)
-
-    async def read(self, path: str) -> bytes:
-        fs = self.native()
-        return await (fs._cat_file(path) if fs is not None else super().read(path))
-
-    async def write(self, path: str, data: bytes) -> None:
-        fs = self.native()
-        if fs is None:
-            return await super().write(path, data)
-        # One PUT, or a multipart upload (aborted on error) that appears only when complete.
-        extra = {"chunksize": S3_PART} if self.protocol in ("s3", "s3a") else {}
-        await fs._pipe_file(path, data, **extra)
-        return None
-
-    async def delete(self, paths: list[str]) -> None:
-        fs = self.native()
-        if fs is None:
-            return await super().delete(paths)
-        try:
-            await fs._rm(paths)
-        except FileNotFoundError:
-            pass
-        return None
-
-    async def info(self, path: str) -> dict[str, Any]:
-        fs = self.native()
-        return await (fs._info(path) if fs is not None else super().info(path))
-
-    async def glob(self, pattern: str) -> list[str]:
-        fs = self.native()
-        return sorted(await fs._glob(pattern)) if fs is not None else await super().glob(pattern)
-
-
-_AIO_SESSION: Any = None
-
-
-def _aio_session() -> Any:
-    """One aiobotocore session for the process: it loads the service models once, not per client."""
-    global _AIO_SESSION
-    if _AIO_SESSION is None:
-        import aiobotocore.session
-
-        _AIO_SESSION = aiobotocore.session.AioSession()
-    return _AIO_SESSION
-
-
-async def _keeper(fs: Any, resources: dict[Any, Any], key: Any) -> AsyncGenerator[None, None]:
-    """Closes `fs` when its event loop shuts down (asyncio.run, anyio.run, uvicorn... finalize the
-    async generators still alive then), and forgets it: the loop can then be collected."""
-    try:
-        yield
-    finally:
-        resources.pop(key, None)
-        resources.pop((key, "keeper"), None)
-        await close_fs(fs)
-
-
-async def close_fs(fs: Any) -> None:
-    """Close an async filesystem's client session (s3fs, gcsfs, http); best effort."""
-    try:
-        creator = getattr(fs, "_s3creator", None)
-        if creator is not None:  # s3fs
-            await creator.__aexit__(None, None, None)
-            return
-        session = getattr(fs, "_session", None)
-        if session is not None and hasattr(session, "close"):
-            result = session.close()
-            if hasattr(result, "__await__"):
-                await result
-    except Exception:  # closing must never hide the run's own outcome
-        pass
-
-
-def backend_for(kind: str) -> type[Backend]:
-    """The backend class for a store kind."""
-    return {"local": LocalBackend, "memory": MemoryBackend, "async": AsyncFsspecBackend}.get(kind, ThreadFsspecBackend)

@@ -15,19 +15,34 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-_PENDING, _RUNNING, _DONE = 0, 1, 2
+_QUEUED, _LEADING, _RUNNING, _DONE = 0, 1, 2, 3
 
 
 class _Item:
-    __slots__ = ("args", "done", "error", "fn", "result", "state")
+    __slots__ = ("args", "error", "fn", "result", "state")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn
         self.args = args
-        self.state = _PENDING
-        self.done: anyio.Event | None = None  # its batch's end, once it is in one
+        self.state = _QUEUED
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+class _Batch:
+    """Calls that go to one thread hop together; their callers wait on its event (set when it
+    is done, or when it may start: then one of them leads it)."""
+
+    __slots__ = ("event", "items", "state")
+
+    def __init__(self) -> None:
+        self.items: list[_Item] = []
+        self.state = _QUEUED
+        self.event = anyio.Event()
+
+    def wake(self) -> None:
+        event, self.event = self.event, anyio.Event()
+        event.set()
 
 
 def _run_batch(batch: list[_Item]) -> None:
@@ -42,69 +57,73 @@ def _run_batch(batch: list[_Item]) -> None:
 class ThreadBatcher:
     """Runs small blocking calls in worker threads, many per thread hop.
 
-    A caller that finds a free batch slot leads: it takes what is queued and runs it in one
-    thread call; the others wait until a batch ends, then either find their call done or lead.
-    At most `max_batches` thread calls at once, on a limiter of their own (the host's default
-    thread limiter is left alone).
+    Calls join the newest queued batch (up to `max_size` calls). A caller whose batch may start (a
+    thread slot is free) leads it: it runs the whole batch in one thread call. At most
+    `max_batches` thread calls at once, on a limiter of their own (the host's default thread
+    limiter is left alone). Each batch's end wakes only its own callers and the next batch's:
+    waking costs stay proportional to the calls, however many are queued.
     """
 
     def __init__(self, max_batches: int = 2, max_size: int = 128) -> None:
         self.max_batches = max_batches
         self.max_size = max_size
-        self.pending: deque[_Item] = deque()
+        self.queue: deque[_Batch] = deque()  # batches not yet running, oldest first
         self.running = 0
-        self._slot_free: anyio.Event | None = None  # set when a batch ends, for queued callers
         self._limiter = anyio.CapacityLimiter(max_batches)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` in a worker thread; its result, or its exception raised here."""
         item = _Item(fn, args)
-        self.pending.append(item)
+        batch = self.queue[-1] if self.queue else None
+        if batch is None or len(batch.items) >= self.max_size:
+            batch = _Batch()
+            self.queue.append(batch)
+        batch.items.append(item)
         try:
             while item.state != _DONE:
-                if item.state == _RUNNING:
-                    assert item.done is not None
-                    await item.done.wait()
-                elif self.running < self.max_batches:
-                    await self._lead()
+                if batch.state == _QUEUED and self.running < self.max_batches:
+                    await self._lead(batch)
                 else:
-                    if self._slot_free is None:
-                        self._slot_free = anyio.Event()
-                    await self._slot_free.wait()
+                    await batch.event.wait()
         except BaseException:
-            # Cancelled while queued: a queued call must never run late.
-            if item.state == _PENDING:
-                self.pending.remove(item)
+            if item.state == _QUEUED:  # cancelled while queued: a queued call must never run late
+                batch.items.remove(item)
+                if not batch.items and batch.state == _QUEUED:
+                    self.queue.remove(batch)
+                    self._wake_next()
             raise
         if item.error is not None:
             raise item.error
         return item.result
 
-    async def _lead(self) -> None:
+    async def _lead(self, batch: _Batch) -> None:
         self.running += 1
-        batch: list[_Item] = []
-        done = anyio.Event()
+        batch.state = _LEADING
         try:
-            # Let the tasks that are ready right now queue their calls too: one hop for all.
-            await anyio.lowlevel.checkpoint()
-            n = min(len(self.pending), self.max_size)
-            batch = [self.pending.popleft() for _ in range(n)]
-            for it in batch:
+            # Let the tasks that are ready right now join the batch too: one hop for all. (Not a
+            # cancellation point: the batch holds other callers' calls.)
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            self.queue.remove(batch)
+            batch.state = _RUNNING
+            for it in batch.items:
                 it.state = _RUNNING
-                it.done = done
-            if batch:
-                # Why shielded: the batch holds other callers' calls (other runs' writes among
-                # them); the leader's cancellation must neither abandon nor fake their results.
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_run_batch, batch, limiter=self._limiter)
+            # Why shielded: the batch holds other callers' calls (other runs' writes among them);
+            # the leader's cancellation must neither abandon nor fake their results.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_run_batch, batch.items, limiter=self._limiter)
         finally:
             self.running -= 1
-            for it in batch:
+            for it in batch.items:
                 if it.state != _DONE:  # the thread never ran it: say so, never report success
                     it.error = RuntimeError("a worker thread could not run this storage call")
                     it.state = _DONE
-            if batch:
-                done.set()
-            slot_free, self._slot_free = self._slot_free, None
-            if slot_free is not None:
-                slot_free.set()
+            batch.state = _DONE
+            batch.wake()
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        """A thread slot is free: the oldest queued batch may start."""
+        for batch in self.queue:
+            if batch.state == _QUEUED:
+                batch.wake()
+                return

@@ -286,10 +286,7 @@ async def _call(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:
     if not isinstance(executor, str):  # an executor object: Dask...
         run.executors.add(executor)
         if getattr(executor, "writes_targets", False):
-            target = run.target_of(st.node)
-            if target is not None:
-                await run.inventory.drop_record(st, target)
-            return await executor.run(task, kwargs, target)
+            return await executor.run(task, kwargs, run.target_of(st.node))
         return await executor.run(task, kwargs)
     kind = task.kind
     if kind == "async":

@@ -1,6 +1,6 @@
 """Fingerprints: what a target was built from, so that a change makes exactly the right nodes stale.
 
-A node's fingerprint has two halves, recorded beside its target:
+A node's fingerprint has two halves, recorded with its target:
 - `own`: its task's code (`_code`: its function's normalized source and, transitively, the user's
   own helpers, classes, constants and closure values it refers to), its `version` and its
   parameters (the node key);
@@ -8,15 +8,17 @@ A node's fingerprint has two halves, recorded beside its target:
   upstream's own fingerprint: an upstream rebuilt to identical bytes changes nothing below it),
   the checksum of each external input, and the output hash of each dynamic child.
 
-The record is a small file named `.{target}.afrec-{own}-{inputs}-{output}[-d]`, so one listing of
-a task folder tells, for every node, whether it is current and what its output hash is; its JSON
-content (read only to explain, or to find dynamic children: the `-d` flag) has the details.
+An `Entry` is what the store keeps per target (`_records` writes them): the fingerprint halves,
+the output hash, and the target's *version tag* when it was written (inode, size and mtime
+locally; the ETag on object stores). It is trusted only for a target whose tag is the same: a
+target edited, replaced or written by another process under another fingerprint is never
+described by an entry that is not its own. Its `detail` (code parts, per-input hashes, dynamic
+children) is decoded only to explain a stale node or to find its dynamic children.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -28,78 +30,40 @@ if TYPE_CHECKING:
     from ._node import Node
     from ._task import Task
 
-RECORD_MARK = ".afrec-"
 
-
-class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """What a target was built from (the content of its record file)."""
+class Detail(msgspec.Struct, frozen=True, kw_only=True):
+    """What an entry's target was built from, in full (read to explain, or to find children)."""
 
     node_id: str
-    own: str
-    inputs_fp: str
-    output: str
     code: str
     version: str | None
     inputs: dict[str, str]  # upstream or external id -> output hash / checksum it was built from
-    children: list[Any] = []  # dynamic children, each as `describe_node` gives it
-    built: float = 0.0
+    children: list[Any] = []  # dynamic children, each as `_inventory.describe` gives it
     code_parts: dict[str, str] = {}  # the task function ("") and each helper, class, constant it reaches
+    built: float = 0.0
 
 
-class RecordName:
-    """A record file's name and the fingerprint halves and output hash it carries (fixed widths,
-    sliced when asked: a listing holds thousands and most are only compared once)."""
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One target's record: its name, its version tag, the fingerprint halves, its output hash."""
 
-    __slots__ = ("at", "name")
+    name: str
+    tag: str
+    own: str
+    inputs_fp: str
+    output: str
+    children: bool = False  # it has dynamic children (in `detail`)
+    detail: msgspec.Raw = msgspec.Raw(b"")  # a msgpack-encoded Detail, decoded when asked
 
-    def __init__(self, name: str, at: int) -> None:
-        self.name = name
-        self.at = at  # where the fields start
-
-    @property
-    def own(self) -> str:
-        return self.name[self.at : self.at + 12]
-
-    @property
-    def inputs_fp(self) -> str:
-        return self.name[self.at + 13 : self.at + 25]
-
-    @property
-    def output(self) -> str:
-        return self.name[self.at + 26 : self.at + 42]
-
-    @property
-    def has_children(self) -> bool:
-        return self.name.endswith("-d")
+    def details(self) -> Detail | None:
+        """The decoded detail (None when it is missing or unreadable: the node is then rebuilt)."""
+        try:
+            return msgspec.msgpack.decode(self.detail, type=Detail) if self.detail else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
 
 
-def record_name(target_name: str, own: str, inputs_fp: str, output: str, has_children: bool) -> str:
-    return f".{target_name}{RECORD_MARK}{own}-{inputs_fp}-{output}{'-d' if has_children else ''}"
-
-
-def split_names(names: Iterable[str]) -> tuple[set[str], dict[str, RecordName]]:
-    """A folder's names split into targets and `{target name: RecordName}`, in one pass (run in
-    the listing's worker thread for local disk)."""
-    targets: set[str] = set()
-    records: dict[str, RecordName] = {}
-    mark = RECORD_MARK
-    skip = len(mark)
-    for name in names:
-        if name[0] == ".":
-            i = name.rfind(mark)
-            if i > 1 and len(name) - i - skip >= 42:
-                records[name[1:i]] = RecordName(name, i + skip)
-        else:
-            targets.add(name)
-    return targets, records
-
-
-def parse_record(name: str) -> RecordName | None:
-    """The RecordName of one record file name, or None if it is not one."""
-    i = name.rfind(RECORD_MARK)
-    if i < 2 or len(name) - i - len(RECORD_MARK) < 42:
-        return None
-    return RecordName(name, i + len(RECORD_MARK))
+OUTSIDE: Any = Entry("", "", "", "", "")
+"""Stands for the record of a target changed outside asyncflow (entries exist, none is its own)."""
 
 
 def code_hash(task: Task) -> str:
@@ -131,7 +95,7 @@ def output_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def reasons(node: Node, record: Record | None, inputs: dict[str, str], own_matches: bool) -> list[str]:
+def reasons(node: Node, record: Detail | None, inputs: dict[str, str], own_matches: bool) -> list[str]:
     """Why a node with a target built from `record` would be rebuilt now, in words."""
     if record is None:
         return ["no fingerprint record"]
@@ -197,11 +161,11 @@ def decide(
             st.status, st.reasons = TODO, ("no target",)
             continue
         rec = st.record
-        if rec is None:
-            st.status, st.reasons, st.stale = TODO, ("no fingerprint record",), True
+        if rec is None or rec is OUTSIDE:
+            why = _NO_RECORD if rec is None else _OUTSIDE
+            st.status, st.reasons, st.stale = TODO, why, True
             continue
-        name, at = rec.name, rec.at
-        if not name.startswith(own_fingerprint(node), at):
+        if rec.own != own_fingerprint(node):
             _stale(st, rerun_stale, ("fingerprint changed",))
             continue
         if check_dependencies and deps:
@@ -211,16 +175,20 @@ def decide(
                     break
                 pairs.append((d.node.key, d.out_hash))
             else:
-                if not name.startswith(inputs_fingerprint(pairs), at + 13):
+                if rec.inputs_fp != inputs_fingerprint(pairs):
                     _stale(st, rerun_stale, ("input changed",))
                     continue
                 st.status = COMPLETE
-                st.out_hash = name[at + 26 : at + 42]
+                st.out_hash = rec.output
                 continue
             st.status, st.reasons, st.maybe = TODO, ("upstream pending",), True
             continue
         st.status = COMPLETE
-        st.out_hash = name[at + 26 : at + 42]
+        st.out_hash = rec.output
+
+
+_NO_RECORD = ("no fingerprint record",)
+_OUTSIDE = ("target changed outside asyncflow",)
 
 
 def _stale(st: NodeState, rerun_stale: bool, why: tuple[str, ...]) -> None:

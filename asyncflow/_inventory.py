@@ -1,10 +1,11 @@
-"""The run's inventory of the store: what its task folders hold (one listing each), the
-fingerprint records found there, external inputs, and the publication of new targets.
+"""The run's inventory of the store: what its task folders hold, the fingerprint records that
+describe their targets, external inputs, and the publication of new targets.
 
-A run asks its inventory whether a target exists and what it was built from; the inventory lists
-each folder once and keeps its snapshot current with what the run itself writes. Other runs of
-the process writing in the same folder bump the store's generation: a stale snapshot is listed
-again before a node is built twice.
+A run of many nodes of a task scans the task's folder once (every target's version tag, every
+record segment); a run of a few probes each target alone (its tag and the record it carries), so
+that its cost and memory follow the nodes it touches, not the size of the folder. Writes of other
+runs of the process in a folder bump the store's generation: a node is then checked again before
+it is built twice.
 """
 
 from __future__ import annotations
@@ -20,21 +21,21 @@ import msgspec
 from ._code import code_fingerprint
 from ._concurrent import run_all
 from ._errors import AsyncflowError
+from ._faults import fault
 from ._fingerprint import (
-    Record,
-    RecordName,
+    OUTSIDE,
+    Detail,
+    Entry,
     code_hash,
     inputs_fingerprint,
     output_hash,
     own_fingerprint,
-    parse_record,
     reasons,
-    record_name,
-    split_names,
 )
 from ._graph import OK, NodeState
-from ._identity import enc_hook, tagged, untagged
+from ._identity import tagged, untagged
 from ._log import log
+from ._records import FolderRecords, attached_record, load_entries, read_attached, record_log, scan
 from ._store import Store, store_for_path
 from ._targets import Target, store_of
 from ._task import REGISTRY, external
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 
 Folder = tuple[Any, str]  # (store key, folder path)
+SMALL = 16  # a run with at most this many nodes of a task probes their targets instead of scanning the folder
+_detail = msgspec.msgpack.Encoder()
 
 
 class Inventory:
@@ -61,9 +64,9 @@ class Inventory:
         self.check_dependencies = check_dependencies
         self.new_event = new_event
         self._stores: dict[Any, Store] = {}
-        self.listings: dict[Folder, set[str] | anyio.Event] = {}
-        self.listed_at: dict[Folder, int] = {}  # the store's generation when listed
-        self.records: dict[Folder, dict[str, RecordName]] = {}  # fingerprint records, by target name
+        self.folders: dict[Folder, FolderRecords | anyio.Event] = {}  # scanned folders (or being scanned)
+        self.entries: dict[Folder, FolderRecords] = {}  # segments read for probed folders
+        self.probed: dict[Folder, int] = {}  # folders decided by probes: the store's generation then
         self.checked: set[Any] = set()  # stores found usable in this run
         self.warned: set[NodeState] = set()  # records already warned about
 
@@ -80,85 +83,124 @@ class Inventory:
 
     # what exists ----------------------------------------------------------------------------
     async def existence(self, new: list[NodeState]) -> None:
-        """Fill `exists` and `record` for new states: one listing per task folder, a check per
-        external input; each store is checked once before (a missing bucket fails here)."""
-        folders: dict[Folder, Store] = {}
-        externals: list[NodeState] = []
-        groups: list[tuple[Folder, str, list[NodeState]]] = []
+        """Fill `exists` and `record` for new states: a scan per task folder with many of them, a
+        probe per target for a few, a check per external input; each store is checked once before
+        (a missing bucket fails here)."""
         by_task: dict[Any, list[NodeState]] = {}
         for st in new:
-            task = st.node.task
-            if task.is_external:
-                externals.append(st)
-            elif task.persist:
-                group = by_task.get(task)
-                if group is None:
-                    by_task[task] = [st]
-                else:
-                    group.append(st)
+            sts = by_task.get(st.node.task)
+            if sts is None:
+                by_task[st.node.task] = [st]
+            else:
+                sts.append(st)
+        by_folder: dict[Folder, tuple[Store, str, list[NodeState]]] = {}
+        externals: list[NodeState] = []
         for task, sts in by_task.items():
-            store = self.store_of(sts[0].node)
-            k = (store.key, store.join(task.name))
-            folders[k] = store
-            groups.append((k, "." + task.format.ext, sts))
-        for store in folders.values():
+            if task.is_external:
+                externals.extend(sts)
+            elif task.persist:
+                store = self.store_of(sts[0].node)
+                k = (store.key, store.join(task.name))
+                by_folder[k] = (store, k[1], sts)
+        for store, _, _ in by_folder.values():
             if store.key not in self.checked:
                 self.checked.add(store.key)
                 await store.check()
-        todo = [k for k in folders if k not in self.listings]
-        waits = [v for k in folders if isinstance(v := self.listings.get(k), anyio.Event)]
-        if todo or externals:
-            for k in todo:
-                self.listings[k] = self.new_event()
-            calls: list[Callable[[], Awaitable[None]]] = [functools.partial(self._list, k, folders[k]) for k in todo]
-            calls += [functools.partial(_check_external, st) for st in externals]
-            await run_all(calls)
+        calls: list[Callable[[], Awaitable[Any]]] = [functools.partial(_check_external, st) for st in externals]
+        waits: list[anyio.Event] = []
+        scanned: list[tuple[Folder, list[NodeState]]] = []
+        for k, (store, folder, sts) in by_folder.items():
+            known = self.folders.get(k)
+            if isinstance(known, anyio.Event):
+                waits.append(known)
+                scanned.append((k, sts))
+            elif known is not None:
+                scanned.append((k, sts))
+            elif len(sts) <= SMALL:
+                self.probed.setdefault(k, store.generation.get(folder, 0))
+                calls.extend(functools.partial(self._probe, st, store, k) for st in sts)
+            else:
+                self.folders[k] = self.new_event()
+                calls.append(functools.partial(self._scan, k, store))
+                scanned.append((k, sts))
+        await run_all(calls) if calls else None
         for w in waits:
             await w.wait()
-        for k, ext, sts in groups:
-            listing = self.listings.get(k)
-            if isinstance(listing, set) and listing:
-                records = self.records.get(k, {})
-                for st in sts:
-                    name = st.node.file_stem() + ext
-                    if name in listing:
-                        st.exists = True
-                        st.record = records.get(name)
+        for k, sts in scanned:
+            view = self.folders.get(k)
+            if not isinstance(view, FolderRecords):
+                continue
+            lost: list[NodeState] = []
+            ext = "." + sts[0].node.task.format.ext
+            targets, record = view.targets, view.record
+            for st in sts:
+                name = st.node.file_stem() + ext  # (the target's name: see Target)
+                tag = targets.get(name)
+                if tag is not None:
+                    st.exists = True
+                    st.record = record(name, tag)
+                    if st.record is None:
+                        lost.append(st)
+            if lost:  # targets whose segment entry is missing: they may carry their own record
+                store = self.store_of(lost[0].node)
+                await run_all([functools.partial(self._probe, st, store, k) for st in lost])
 
-    async def _list(self, k: Folder, store: Store) -> None:
-        done = self.listings[k]
+    async def _scan(self, k: Folder, store: Store) -> None:
+        scanning = self.folders[k]
         try:
-            await self._relist(k, store)
+            self.folders[k] = await scan(store, k[1])
         except BaseException:
-            del self.listings[k]
+            del self.folders[k]
             raise
         finally:
-            assert isinstance(done, anyio.Event)
-            done.set()
+            assert isinstance(scanning, anyio.Event)
+            scanning.set()
 
-    async def _relist(self, k: Folder, store: Store) -> set[str]:
-        folder = k[1]
-        generation = store.generation.get(folder, 0)
-        names, self.records[k] = await store.listdir(folder, split_names)
-        self.listings[k] = names
-        self.listed_at[k] = generation
-        return names  # type: ignore[no-any-return]
+    async def _probe(self, st: NodeState, store: Store, k: Folder) -> None:
+        """One target's existence and record, from the target alone when it carries its record."""
+        target = self.target_of(st.node)
+        assert target is not None
+        found = await store.probe(target.fs_path)
+        if found is None:
+            st.exists = False
+            st.record = None
+            return
+        tag, attached = found
+        st.exists = True
+        entry = read_attached(attached, target.name, tag)
+        if entry is None:  # no record of its own: the folder's segments tell (or it is not asyncflow's)
+            view = await self._entries(k, store)
+            entry = view.record(target.name, tag) or (OUTSIDE if view.has_records(target.name) else None)
+        st.record = entry
+
+    async def _entries(self, k: Folder, store: Store) -> FolderRecords:
+        view = self.folders.get(k)
+        if isinstance(view, FolderRecords):
+            return view
+        known = self.entries.get(k)
+        if known is None:
+            known = self.entries[k] = await load_entries(store, k[1])
+        return known
 
     # records --------------------------------------------------------------------------------
-    async def read_record(self, st: NodeState) -> Record | None:
-        """The record beside a node's target; None (and one warning naming the path) if it is
-        missing or unreadable, so that the node is rebuilt rather than trusted."""
+    async def read_record(self, st: NodeState) -> Detail | None:
+        """What a node's target was built from, in full; None (and one warning naming the target)
+        when it cannot be read, so that the node is rebuilt rather than trusted."""
+        entry = st.record
         target = self.target_of(st.node)
-        if target is None or st.record is None:
+        if target is None or entry is None or entry is OUTSIDE:
             return None
-        path = f"{target.folder}/{st.record.name}"
-        try:
-            return msgspec.json.decode(await target.store.read(path), type=Record)
-        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError) as e:
-            log().warning("unreadable fingerprint record: rebuilding", path=target.store.display(path), error=str(e))
+        detail: Detail | None = entry.details()
+        if detail is None and not entry.detail:  # attached without its detail (too big): the segments have it
+            store = self.store_of(st.node)
+            view = await self._entries((store.key, target.folder), store)
+            full = view.record(target.name, entry.tag)
+            detail = full.details() if full is not None else None
+        if detail is None:  # (an entry of another version cannot explain this one)
+            log().warning("unreadable fingerprint record: rebuilding", path=target.path)
             self.warned.add(st)
             st.record = None
-            return None
+        return detail
 
     async def recorded_children(self, states: list[NodeState], forced: Callable[[Node], bool]) -> list[Any]:
         """The dynamic children recorded by current-looking nodes, as `(state, [child nodes])`: a
@@ -166,7 +208,9 @@ class Inventory:
         out = []
         for st in states:
             rec = st.record
-            if rec is None or not rec.has_children or forced(st.node) or rec.own != own_fingerprint(st.node):
+            if rec is None or rec is OUTSIDE or not rec.children or forced(st.node):
+                continue
+            if rec.own != own_fingerprint(st.node):
                 continue
             record = await self.read_record(st)
             if record is None:
@@ -182,66 +226,77 @@ class Inventory:
 
     async def explain(self, st: NodeState) -> list[str]:
         """Why a surveyed node would run, in words (reads the record of a stale node)."""
-        if not st.stale or st.record is None:
+        if not st.stale or st.record is None or st.record is OUTSIDE:
             return list(st.reasons or ())
         record = await self.read_record(st)
         current = {d.node.id: d.out_hash for d in st.deps if d.out_hash is not None}
-        return reasons(st.node, record, current, st.record.own == own_fingerprint(st.node))
+        return reasons(st.node, record, current, st.record is not None and st.record.own == own_fingerprint(st.node))
 
     def unchanged_inputs(self, st: NodeState) -> bool:
         """For a node pending only on its upstream: whether its inputs came out as recorded."""
-        if st.record is None or any(d.status not in OK for d in st.deps):
+        rec = st.record
+        if rec is None or rec is OUTSIDE or any(d.status not in OK for d in st.deps):
             return False
-        if st.record.inputs_fp != inputs_fingerprint(_inputs(list(st.deps))):
+        if rec.inputs_fp != inputs_fingerprint(_inputs(list(st.deps))):
             st.stale = True
             st.reasons = ("input changed",)
             return False
-        st.out_hash = st.record.output
+        st.out_hash = rec.output
         return True
 
-    def listing_is_stale(self, target: Target) -> bool:
-        """Whether others in this process wrote or deleted in the folder since this run listed it."""
+    async def read_trusted(self, st: NodeState, target: Target) -> tuple[bool, Any]:
+        """`(True, output)` read from the target of a node found complete, if what is read is what
+        this run trusted (the very version, or one built from the same fingerprint); `(False,
+        None)`, with a warning, when another writer replaced it meanwhile: it must be rebuilt."""
+        rec = st.record
+        if rec is None:
+            return True, await target.load()
+        data, tag, attached = await target.read_with_record()
+        if tag != rec.tag:
+            entry = read_attached(attached, target.name, tag)
+            if entry is None or rec is OUTSIDE or entry.own != rec.own or entry.inputs_fp != rec.inputs_fp:
+                log().warning("target replaced by another writer while in use: rebuilding", path=target.path)
+                return False, None
+            st.record = entry
+        return True, target.decode(data)
+
+    def _changed_since(self, target: Target) -> bool:
+        """Whether this process wrote or deleted in the folder since this run looked at it."""
         k = (target.store.key, target.folder)
-        return k in self.listed_at and target.store.generation.get(target.folder, 0) != self.listed_at[k]
+        view = self.folders.get(k)
+        seen = view.generation if isinstance(view, FolderRecords) else self.probed.get(k)
+        return seen is None or target.store.generation.get(target.folder, 0) != seen
 
     async def built_elsewhere(self, st: NodeState, target: Target) -> bool:
         """Whether another run of this process built this node, current (same fingerprint as it
-        would have now), since this run decided it had to (re-listing the folder if others wrote
-        in it since this run listed it)."""
-        k = (target.store.key, target.folder)
-        if self.listing_is_stale(target):
-            names = await self._relist(k, target.store)
-        else:
-            listing = self.listings.get(k)
-            if st.exists or not isinstance(listing, set):
-                return False  # decided from this very listing
-            names = listing
-        record = self.records.get(k, {}).get(target.name)
-        if target.name not in names or record is None or record.own != own_fingerprint(st.node):
+        would have now), since this run decided it had to."""
+        if not self._changed_since(target):
+            return False  # decided from what is there now
+        found = await target.store.probe(target.fs_path)
+        if found is None:
             return False
-        if self.check_dependencies and record.inputs_fp != inputs_fingerprint(_inputs(list(st.deps))):
+        tag, attached = found
+        entry = read_attached(attached, target.name, tag)
+        if entry is None:
+            k = (target.store.key, target.folder)
+            self.entries.pop(k, None)
+            entry = (await load_entries(target.store, target.folder)).record(target.name, tag)
+        if entry is None or entry.own != own_fingerprint(st.node):
             return False
-        st.record = record
-        st.out_hash = record.output
+        if self.check_dependencies and entry.inputs_fp != inputs_fingerprint(_inputs(list(st.deps))):
+            return False
+        st.record = entry
+        st.out_hash = entry.output
         return True
 
     # publication ----------------------------------------------------------------------------
-    async def drop_record(self, st: NodeState, target: Target) -> None:
-        """Before someone else (a Dask worker) rewrites a target: its old record goes first, so a
-        crash in between leaves a target without a record (rebuilt), never a trusted stale one."""
-        k = (target.store.key, target.folder)
-        old = self.records.get(k, {}).get(target.name) or st.record
-        if old is not None:
-            await target.store.delete([f"{target.folder}/{old.name}"])
-            self.records.get(k, {}).pop(target.name, None)
-            st.record = None
-
     async def publish(
         self, st: NodeState, target: Target, data: bytes | None, kids: list[NodeState], out_hash: str | None = None
     ) -> None:
-        """Write the target and its fingerprint record (what it was built from: static upstream
-        and finished dynamic children `kids`). With `data` None the target is already written (by
-        a Dask worker) and `out_hash` is its output's hash."""
+        """Write the target, then its record (what it was built from: static upstream and finished
+        dynamic children `kids`), the record attached to the target too where the store can. With
+        `data` None the target is already written (by a Dask worker) and `out_hash` is its output's
+        hash. A crash between the two leaves a target without a record: rebuilt, never trusted."""
         node = st.node
         inputs = list(st.deps[: len(node.deps)])  # static upstream (recorded children come after)
         inputs.extend(k for k in kids if k.status in OK)
@@ -249,37 +304,44 @@ class Inventory:
         out = output_hash(data) if data is not None else out_hash
         assert out is not None
         st.out_hash = out
-        own = own_fingerprint(node)
-        inputs_fp = inputs_fingerprint(pairs)
         children = [describe(k.node) for k in kids]
-        record = Record(
+        detail = Detail(
             node_id=node.id,
-            own=own,
-            inputs_fp=inputs_fp,
-            output=out,
             code=code_hash(node.task),
-            code_parts=code_fingerprint(node.task.fn).parts,
             version=node.task.version,
             inputs={d.node.id: h for d, (_, h) in zip(inputs, pairs, strict=True)},
             children=children,
+            code_parts=code_fingerprint(node.task.fn).parts,
             built=time.time(),
         )
-        name = record_name(target.name, own, inputs_fp, out, bool(children))
-        k = (target.store.key, target.folder)
-        old = self.records.get(k, {}).get(target.name) or st.record
-        old_path = f"{target.folder}/{old.name}" if old is not None and old.name != name else None
-        record_bytes = msgspec.json.encode(record, enc_hook=enc_hook)
+        base = Entry(
+            target.name, "", own_fingerprint(node), inputs_fingerprint(pairs), out, bool(children),
+            msgspec.Raw(_detail.encode(detail)),
+        )  # fmt: skip
+
+        def attach(tag: str) -> bytes:
+            return attached_record(msgspec.structs.replace(base, tag=tag))
+
+        store = target.store
         if data is not None:
-            await target.store.publish(target.fs_path, data, f"{target.folder}/{name}", record_bytes, old_path)
+            tag = await store.publish(target.fs_path, data, attach)
         else:
-            await target.store.write(f"{target.folder}/{name}", record_bytes)
-        listing = self.listings.get(k)
-        if isinstance(listing, set):  # keep this run's snapshot current
-            listing.add(target.name)
-            parsed = parse_record(name)
-            assert parsed is not None
-            self.records.setdefault(k, {})[target.name] = parsed
-            self.listed_at[k] = self.listed_at.get(k, 0) + 1
+            found = await store.probe(target.fs_path)
+            if found is None:
+                raise FileNotFoundError(target.path)
+            tag = found[0]
+            await store.attach(target.fs_path, attach(tag))
+        entry = msgspec.structs.replace(base, tag=tag)
+        fault("before_record", target.path)
+        await record_log(store, target.folder).add(entry)
+        k = (store.key, target.folder)
+        view = self.folders.get(k)
+        if isinstance(view, FolderRecords):  # keep this run's view current
+            view.targets[target.name] = tag
+            view.add(entry)
+            view.generation = store.generation.get(target.folder, 0)
+        elif k in self.probed:
+            self.probed[k] = store.generation.get(target.folder, 0)
 
 
 def describe(node: Node) -> dict[str, Any]:

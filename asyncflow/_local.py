@@ -1,13 +1,19 @@
 """Local-disk primitives: plain `os` calls, run in worker threads (and by Dask workers).
 
-Temporary files are named `.~asyncflow-tmp-{pid}-{session}-{n}-{target name}`: a name no target
-and no record can ever have (target names never start with a dot, record names never with `.~`),
-whatever the parameter values. A write goes to a temporary file in the target's folder, then
-`os.replace` (atomic on POSIX): the target appears whole or not at all.
+A target is published whole or not at all. On Linux it is written to an unnamed file
+(`O_TMPFILE`), its record attached as an extended attribute, then linked into place (`linkat`):
+no temporary name, no rename, and a killed writer leaves nothing behind. Elsewhere (or when the
+filesystem refuses) it goes to a temporary file in the target's folder, then `os.replace`.
+Temporary files are named `.~asyncflow-tmp-{pid}-{session}-{n}-{target name}`: a name no target can
+ever have (target names never start with a dot), whatever the parameter values.
+
+A target's version tag is `{inode}-{size}-{mtime_ns}` (hex): another write, an edit or a copy gives
+another tag.
 """
 
 from __future__ import annotations
 
+import errno
 import glob as _glob
 import hashlib
 import itertools
@@ -15,6 +21,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ._faults import fault
 
@@ -86,6 +94,18 @@ def read(path: str) -> bytes:
         return f.read()
 
 
+def read_with_record(path: str) -> tuple[bytes, str, bytes | None]:
+    """A target's bytes, tag and attached record, all from one open file (one version of it)."""
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        tag = tag_of(os.fstat(fd))
+        try:
+            attached: bytes | None = os.getxattr(fd, ATTRIBUTE)
+        except OSError:
+            attached = None
+        return f.read(), tag, attached
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Publish `data` at `path`: a temporary file in the same folder, then an atomic rename."""
     folder, name = os.path.split(path)
@@ -113,23 +133,190 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def write_plain(path: str, data: bytes) -> None:
-    """Write a small file in place (for files whose torn content reads as "absent", never as valid)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+SEGMENTS = ".asyncflow"  # the subfolder of a task folder that holds its record segments
+ATTRIBUTE = "user.asyncflow"  # the extended attribute that holds a target's own record
+LEGACY_RECORD = ".afrec-"  # asyncflow 0.1 wrote one record file per target, `.{target}.afrec-...`
+
+
+def tag_of(st: os.stat_result) -> str:
+    """A file's version tag."""
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+
+
+def scan(folder: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """A task folder: its targets with their tags, its record segments, and asyncflow 0.1's record
+    files (temporary files left out, and swept when old). Segments are listed first: each entry
+    they hold then describes a target already there to list (see `_records._rewrite`)."""
+    segments = segment_names(folder)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return {}, [], []
+    targets: dict[str, str] = {}
+    legacy: list[str] = []
+    with entries:
+        for e in entries:
+            n = e.name
+            if n[0] == ".":
+                if n == SEGMENTS:
+                    continue
+                if is_temporary(n):
+                    sweep(e.path)
+                elif LEGACY_RECORD in n:
+                    legacy.append(n)
+                continue
+            try:
+                targets[n] = tag_of(e.stat())
+            except FileNotFoundError:  # deleted meanwhile
+                pass
+    return targets, segments, legacy
 
 
-def publish(target: str, data: bytes, record: str, record_data: bytes, old_record: str | None) -> None:
-    """Old record out, target in atomically, new record written: in one thread call."""
-    if old_record is not None:  # first: a target without its record is never trusted
-        delete([old_record])
-    write_atomic(target, data)
-    # The record's decisions are in its name; a content cut short by a crash is unreadable, which
-    # means "rebuild", never "trust": so it needs no temporary file and rename.
-    write_plain(record, record_data)
+def probe(path: str) -> tuple[str, bytes | None] | None:
+    """A target's tag and its attached record (None when it has none), or None when it is missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    try:
+        attached: bytes | None = os.getxattr(path, ATTRIBUTE)
+    except OSError:  # no record attached, or no extended attributes here
+        attached = None
+    return tag_of(st), attached
+
+
+def attach(path: str, value: bytes) -> bool:
+    """Attach a record to a file already in place (a Dask worker wrote it); False if refused."""
+    try:
+        os.setxattr(path, ATTRIBUTE, value)
+        return True
+    except OSError:
+        return False
+
+
+_linkat: list[Any] = []  # [the libc linkat function], or [None] once it is known not to work here
+
+
+def _libc_linkat() -> Any:
+    if not _linkat:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).linkat
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            _linkat.append(fn if hasattr(os, "O_TMPFILE") else None)
+        except (OSError, AttributeError):
+            _linkat.append(None)
+    return _linkat[0]
+
+
+_AT_FDCWD, _AT_SYMLINK_FOLLOW = -100, 0x400
+
+
+def _link(fd: int, path: str) -> int:
+    """Give the unnamed file `fd` the name `path` (0), or the errno."""
+    import ctypes
+
+    fn = _libc_linkat()
+    if fn(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, os.fsencode(path), _AT_SYMLINK_FOLLOW) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def publish(path: str, data: bytes, attach: Callable[[str], bytes | None] | None = None) -> str:
+    """Publish `data` at `path` atomically, with `attach(tag)` as its attached record (when the
+    filesystem keeps extended attributes); the written file's tag."""
+    folder = os.path.dirname(path)
+    if _libc_linkat() is not None:
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+        except OSError:  # O_TMPFILE refused by this filesystem: the portable way
+            return _publish_renamed(path, data, attach)
+        try:
+            tag = _fill(fd, data, attach)
+            fault("after_temp_write", path)
+            error = _link(fd, path)
+            if error == errno.EEXIST:  # replacing a target: link under a temporary name, then rename
+                tmp = temp_name(folder, os.path.basename(path))
+                error = _link(fd, tmp)
+                if error == 0:
+                    try:
+                        os.replace(tmp, path)
+                    except BaseException:
+                        delete([tmp])
+                        raise
+            if error:
+                if error in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL):
+                    _linkat[:] = [None]  # linking an unnamed file does not work here: never again
+                    return _publish_renamed(path, data, attach)
+                raise OSError(error, os.strerror(error), path)
+            return tag
+        finally:
+            os.close(fd)
+    return _publish_renamed(path, data, attach)
+
+
+def _fill(fd: int, data: bytes, attach: Callable[[str], bytes | None] | None) -> str:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    tag = tag_of(os.fstat(fd))
+    if attach is not None:
+        value = attach(tag)
+        if value is not None:
+            try:
+                os.setxattr(fd, ATTRIBUTE, value)
+            except OSError:  # no extended attributes here (or too big): the segments alone say it
+                pass
+    return tag
+
+
+def _publish_renamed(path: str, data: bytes, attach: Callable[[str], bytes | None] | None) -> str:
+    folder, name = os.path.split(path)
+    tmp = temp_name(folder, name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        try:
+            tag = _fill(fd, data, attach)
+        finally:
+            os.close(fd)
+        fault("after_temp_write", path)
+        os.replace(tmp, path)  # atomic: the target appears whole or not at all (the inode, so the tag, stays)
+    except BaseException:
+        delete([tmp])
+        raise
+    return tag
+
+
+def write_segment(folder: str, name: str, data: bytes) -> None:
+    """Write a record segment (atomically: a segment is read whole or not at all)."""
+    write_atomic(os.path.join(folder, SEGMENTS, name), data)
+
+
+def segment_names(folder: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(os.path.join(folder, SEGMENTS)) if not is_temporary(n))
+    except FileNotFoundError:
+        return []
+
+
+def read_segments(folder: str, names: list[str]) -> list[tuple[str, bytes]]:
+    """The segments that are still there, as (name, bytes)."""
+    out = []
+    for n in names:
+        try:
+            out.append((n, read(os.path.join(folder, SEGMENTS, n))))
+        except FileNotFoundError:  # compacted away meanwhile
+            pass
+    return out
 
 
 def delete(paths: list[str]) -> None:

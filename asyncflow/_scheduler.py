@@ -236,13 +236,25 @@ class Run:
 
     # outputs --------------------------------------------------------------------------------
     async def output_of(self, st: NodeState) -> Any:
-        """A finished node's output: in memory, or read back from its target."""
+        """A finished node's output: in memory, or read back from its target. A target found
+        complete is read only if what is read is what was trusted (or was built the same way):
+        one replaced meanwhile by another writer (a process running other code) is rebuilt."""
         if st.output is UNSET:
             t = self.target_of(st.node)
             if t is None:
                 raise RuntimeError(f"{st.node.id} has no output in this run")  # pragma: no cover
-            st.output = await t.load()
+            trusted, value = await self.inventory.read_trusted(st, t)
+            st.output = value if trusted else await self._rebuild(st.node)
         return st.output
+
+    async def _rebuild(self, node: Node) -> Any:
+        """Build one node again, in a run of its own with this run's options."""
+        run = Run(self.options, {node.task.name})
+        await run.execute([node])
+        st = run.state(node)
+        if st.status not in OK:
+            raise st.error or RuntimeError(f"{node.id} could not be rebuilt")
+        return await run.output_of(st)
 
     async def load_outputs(self, states: Any) -> None:
         """Load several outputs at once (their reads are batched by the store)."""

@@ -8,14 +8,17 @@ found" means missing). One `Store` per location and options in a process (`get_s
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import fsspec
 import msgspec
 
-from ._backends import OBJECT_STORES, Backend, backend_for
+from ._backends import SEGMENTS, Backend, Scan
 from ._errors import ParameterError, StorageError
+from ._remote import backend_for
+
+T = TypeVar("T")
 
 
 def store_key(url: str, storage_options: dict[str, Any] | None) -> tuple[str, str, bytes]:
@@ -105,76 +108,83 @@ class Store:
         except Exception as e:
             raise StorageError(f"store {self.url} cannot be used: {type(e).__name__}: {e}", path=self.url) from e
 
-    async def listdir(self, folder: str, then: Callable[[set[str]], Any] | None = None) -> Any:
-        """Names of the files directly in `folder` (empty when it does not exist), or what
-        `then(names)` makes of them (computed in the worker thread for local disk)."""
+    async def _do(self, doing: str, path: str, call: Awaitable[T]) -> T:
+        """Await a backend call; any failure but "not found" becomes a StorageError naming `path`."""
         try:
-            return await self.backend.listdir(folder, then)
-        except Exception as e:
-            raise self._failed("list", folder, e) from e
-
-    async def read(self, path: str) -> bytes:
-        """The bytes at `path`; FileNotFoundError when missing, StorageError on other failures."""
-        try:
-            return await self.backend.read(path)
+            return await call
         except FileNotFoundError:
             raise
         except Exception as e:
-            raise self._failed("read", path, e) from e
+            raise self._failed(doing, path, e) from e
+
+    async def scan(self, folder: str) -> Scan:
+        """A task folder: its targets with their version tags, its record segments, and the record
+        files of asyncflow 0.1 (empty when the folder does not exist)."""
+        return await self._do("list", folder, self.backend.scan(folder))
+
+    async def probe(self, path: str) -> tuple[str, bytes | None] | None:
+        """One target's version tag and the record attached to it, or None when it is missing."""
+        return await self._do("check", path, self.backend.probe(path))
+
+    async def read(self, path: str) -> bytes:
+        """The bytes at `path`; FileNotFoundError when missing, StorageError on other failures."""
+        return await self._do("read", path, self.backend.read(path))
+
+    async def read_with_record(self, path: str) -> tuple[bytes, str, bytes | None]:
+        """A target's bytes with the version tag and attached record of what was read."""
+        return await self._do("read", path, self.backend.read_with_record(path))
 
     async def write(self, path: str, data: bytes) -> None:
         """Publish `data` at `path` atomically: whole or not at all, never a partial file."""
-        try:
-            await self.backend.write(path, data)
-        except Exception as e:
-            raise self._failed("write", path, e) from e
+        await self._do("write", path, self.backend.write(path, data))
         self._bump([path])
 
-    async def publish(self, target: str, data: bytes, record: str, record_data: bytes, old_record: str | None) -> None:
-        """Publish a target and its fingerprint record: old record out first, then the target,
-        then the new record, each atomic. A crash between leaves a target without a record, which
-        is rebuilt, never trusted."""
-        try:
-            await self.backend.publish(target, data, record, record_data, old_record)
-        except Exception as e:
-            raise self._failed("write", target, e) from e
-        self._bump([target])
+    async def publish(self, path: str, data: bytes, attach: Callable[[str], bytes | None] | None = None) -> str:
+        """Publish a target atomically, with `attach(tag)` as its attached record where the store
+        keeps one (an extended attribute, S3 object metadata); the written target's version tag."""
+        tag = await self._do("write", path, self.backend.publish(path, data, attach))
+        self._bump([path])
+        return tag
+
+    async def attach(self, path: str, record: bytes) -> bool:
+        """Attach a record to a target already written (by a Dask worker); False where impossible."""
+        return await self._do("write", path, self.backend.attach(path, record))
+
+    async def write_segment(self, folder: str, name: str, data: bytes) -> None:
+        """Write a record segment of a task folder."""
+        await self._do("write", f"{folder}/{SEGMENTS}/{name}", self.backend.write_segment(folder, name, data))
+
+    async def segment_names(self, folder: str) -> list[str]:
+        """The record segments of a task folder, without listing its targets."""
+        return await self._do("list", f"{folder}/{SEGMENTS}", self.backend.segment_names(folder))
+
+    async def read_segments(self, folder: str, names: list[str]) -> list[tuple[str, bytes]]:
+        """Record segments of a task folder, as (name, bytes); the ones gone meanwhile left out."""
+        return await self._do("read", f"{folder}/{SEGMENTS}", self.backend.read_segments(folder, names))
+
+    async def delete_segments(self, folder: str, names: list[str]) -> None:
+        """Remove record segments (superseded by a compacted one)."""
+        await self._do("delete", f"{folder}/{SEGMENTS}", self.backend.delete_segments(folder, names))
 
     async def checksum(self, path: str) -> str | None:
         """A checksum of the file at `path` (content hash locally and in memory, etag / md5 /
         size+mtime on other filesystems), or None when it does not exist."""
-        try:
-            return await self.backend.checksum(path)
-        except Exception as e:
-            raise self._failed("check", path, e) from e
+        return await self._do("check", path, self.backend.checksum(path))
 
     async def delete(self, paths: list[str]) -> None:
         """Remove these files (missing ones are ignored)."""
         if not paths:
             return
         self._bump(paths)
-        try:
-            await self.backend.delete(paths)
-        except Exception as e:
-            raise self._failed("delete", paths[0], e) from e
+        await self._do("delete", paths[0], self.backend.delete(paths))
 
     async def glob(self, pattern: str) -> list[str]:
         """Paths matching a glob pattern, sorted."""
-        try:
-            return await self.backend.glob(pattern)
-        except Exception as e:
-            raise self._failed("glob", pattern, e) from e
+        return await self._do("glob", pattern, self.backend.glob(pattern))
 
     async def exists(self, path: str) -> bool:
         """Whether a file is at `path` (errors other than "not found" raise StorageError)."""
-        try:
-            return await self.backend.exists(path)
-        except Exception as e:
-            raise self._failed("check", path, e) from e
-
-    @property
-    def is_object_store(self) -> bool:
-        return self.protocol in OBJECT_STORES
+        return await self._do("check", path, self.backend.exists(path))
 
 
 _STORES: dict[tuple[str, str, bytes], Store] = {}

@@ -104,12 +104,21 @@ class Target:
         try:
             data = await self.store.read(self.fs_path)
         except FileNotFoundError:
-            raise TargetError(
-                f"no target at {self.path} for {self.node.id}; run the flow to build it",
-                path=self.path,
-                format=self.format,
-            ) from None
+            raise self._missing() from None
         return self.decode(data)
+
+    async def read_with_record(self) -> tuple[bytes, str, bytes | None]:
+        """The target's bytes, with the version tag and attached record of what was read (so that
+        a reader can tell it read the version it decided to trust); `TargetError` when missing."""
+        try:
+            return await self.store.read_with_record(self.fs_path)
+        except FileNotFoundError:
+            raise self._missing() from None
+
+    def _missing(self) -> TargetError:
+        return TargetError(
+            f"no target at {self.path} for {self.node.id}; run the flow to build it", path=self.path, format=self.format
+        )
 
 
 def store_of(node: Owner, url: str | None, storage_options: dict[str, Any] | None) -> Store:

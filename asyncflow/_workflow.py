@@ -21,6 +21,7 @@ from ._concurrent import run_all
 from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
 from ._graph import COMPLETE, DONE, MISSING, OK, UNSET
 from ._node import Node, iter_nodes, replace_nodes
+from ._records import forget
 from ._registry import Registry
 from ._render import summary
 from ._results import Preview, RunResult
@@ -249,21 +250,28 @@ class Workflow:
         return handle
 
     async def reset(self, what: Any = None) -> list[str]:
-        """Delete the targets of a task's (or these nodes') nodes in this flow; returns their paths."""
+        """Delete the targets of a task's (or these nodes') nodes in this flow, and their records;
+        returns the paths of the targets that were there."""
         if isinstance(what, Task):
             nodes = [n for n in self.nodes() if n.task is what] or [self._bind_task(what)]
         else:
             nodes = self._nodes(what)
-        by_store: dict[Any, tuple[Any, list[str]]] = {}
-        shown = []
+        by_folder: dict[Any, tuple[Any, str, list[Target]]] = {}
         for n in nodes:
             self._values.pop(n, None)
             t = self.target(n)
             if t is not None:
-                by_store.setdefault(t.store.key, (t.store, []))[1].append(t.fs_path)
-                shown.append(t.path)
-        for store, paths in by_store.values():
-            await store.delete(paths)
+                by_folder.setdefault((t.store.key, t.folder), (t.store, t.folder, []))[2].append(t)
+        shown: list[str] = []
+        for store, folder, targets in by_folder.values():
+            if len(targets) > 16:
+                present, _, _ = await store.scan(folder)
+                there = [t for t in targets if t.name in present]
+            else:
+                there = [t for t in targets if await store.probe(t.fs_path) is not None]
+            await store.delete([t.fs_path for t in there])
+            await forget(store, folder, {t.name for t in targets})
+            shown.extend(t.path for t in there)
         return shown
 
     def target(self, what: Any = None) -> Target | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,12 +213,10 @@ async def test_missing_record_makes_the_node_stale_with_a_warning(store) -> None
 
     flow = af.Workflow(lone(), store=store)
     await flow.run()
-    import os
 
     folder = os.path.join(store, "lone")
-    for name in os.listdir(folder):
-        if name.startswith("."):
-            os.unlink(os.path.join(folder, name))
+    shutil.rmtree(os.path.join(folder, ".asyncflow"))  # the folder's record segments
+    os.removexattr(flow.target().path, "user.asyncflow")  # and the record the target carries
     with structlog.testing.capture_logs() as logs:
         assert str(await flow.preview()) == "└─ lone STALE (no fingerprint record)"
     assert [e["path"] for e in logs if e["log_level"] == "warning"] == [flow.target().path]
@@ -237,14 +237,17 @@ async def test_unreadable_record_is_rebuilt_with_one_warning_naming_the_path(sto
     flow = af.Workflow(parent(), store=store)
     await flow.run()
     target = flow.target()
-    record = next(n for n in __import__("os").listdir(Path(target.path).parent) if n.startswith("."))
-    path = str(Path(target.path).parent / record)
-    await raw_write(path, b"{not json")
+    segments = Path(target.path).parent / ".asyncflow"
+    (path,) = (str(p) for p in segments.iterdir())
+    await raw_write(path, b"{not msgpack")
+    os.setxattr(target.path, "user.asyncflow", b"\xff garbage")
     with structlog.testing.capture_logs() as logs:
         tree = await flow.preview()
     warnings = [e for e in logs if e["log_level"] == "warning"]
-    assert len(warnings) == 1 and warnings[0]["path"] == path
+    assert [w["path"] for w in warnings] == [path, target.path]  # the segment, then the target rebuilt
     assert tree["parent"] == "STALE"
+    assert (await flow.explain())["parent"] == ["no fingerprint record"]
+    assert (await flow.run()).ran == 2  # the parent, and the in-memory child it awaits
 
 
 async def test_dynamic_child_code_change_makes_the_child_stale(any_store) -> None:

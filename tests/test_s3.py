@@ -13,6 +13,7 @@ import anyio.to_thread
 import pytest
 
 import asyncflow as af
+from asyncflow import _records
 
 from .conftest import S3_BUCKET, raw_exists
 
@@ -99,12 +100,22 @@ async def test_a_target_written_elsewhere_is_seen(s3_store) -> None:
 async def test_bulk_completion_lists_instead_of_asking_per_node(s3_store, monkeypatch) -> None:
     nodes = [s3_item(i=i) for i in range(1000)]
     await af.Workflow(nodes, store=s3_store).run()
+    segments = len(await _raw_ls(f"{s3_store}/s3_item/.asyncflow"))
+    assert 1 <= segments <= 40  # one per group commit, not one per node
     requests = Requests(monkeypatch)
     result = await af.Workflow(nodes, store=s3_store).run()
     assert result.skipped == 1000
-    # one bucket check, then 2,000 keys (targets and records) listed 1,000 a page
-    assert len(requests.calls) <= 4, requests.calls
-    assert requests.calls.count("list_objects_v2") <= 3
+    # one bucket check, the record segments listed and read, the targets listed 1,000 a page:
+    # nothing per node (a run compacts the segments when there are more than 16)
+    assert "head_object" not in requests.calls
+    assert requests.calls.count("list_objects_v2") == 3 and requests.calls.count("get_object") == segments
+    if segments > _records.COMPACT_AFTER:
+        assert len(await _raw_ls(f"{s3_store}/s3_item/.asyncflow")) == 1
+
+
+async def _raw_ls(url: str) -> list[str]:
+    fs = s3fs.S3FileSystem(client_kwargs=af.settings.storage_options["client_kwargs"], skip_instance_cache=True)
+    return await anyio.to_thread.run_sync(lambda: fs.ls(url.removeprefix("s3://"), refresh=True))
 
 
 @pytest.mark.skipif(os.environ.get("ASYNCFLOW_TEST_BACKEND", "asyncio") != "asyncio", reason="asyncio only")

@@ -60,19 +60,28 @@ def run_pipeline(
     return proc, log.read_text().split()
 
 
-def test_kill_between_temp_write_and_publish_leaves_no_target(tmp_path: Path) -> None:
+def _targets(folder: Path) -> set[str]:
+    """The targets in a task folder (record segments and temporary files left out)."""
+    return {n for n in os.listdir(folder) if not n.startswith(".")} if folder.exists() else set()
+
+
+def _stages(names: set[str] | list[str]) -> set[str]:
+    """`i=3` for each `stage` target name or log line given."""
+    return {n.split("-")[0].replace("stage[", "").rstrip("]") for n in names if "i=" in n}
+
+
+def test_kill_between_write_and_publish_leaves_no_target(tmp_path: Path) -> None:
     proc, _ = run_pipeline(tmp_path, "after_temp_write:kill:3")
     assert proc.returncode == -9
-    assert "FAULT after_temp_write" in proc.stdout
+    killed = proc.stdout.split("FAULT after_temp_write ")[1].strip()
     folder = tmp_path / "store" / "stage"
+    assert not os.path.exists(killed)  # the target being written when the process died is not there
     names = os.listdir(folder)
-    temps = [n for n in names if n.startswith(_local.TMP_PREFIX)]
-    assert temps  # the killed writer's temporary file(s) (two writer threads may be mid-write)
-    for temp in temps:
-        assert temp[len(_local.TMP_PREFIX) :].split("-", 3)[3] not in names  # no target for any of them ...
-    proc, ran = run_pipeline(tmp_path)  # ... and the next run rebuilds what is missing
+    for temp in (n for n in names if n.startswith(_local.TMP_PREFIX)):  # (none where O_TMPFILE works)
+        assert temp[len(_local.TMP_PREFIX) :].split("-", 3)[3] not in names  # no target for any of them
+    proc, ran = run_pipeline(tmp_path)  # the next run rebuilds what is missing
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == str(sum(range(20)) * 1000)
-    assert "total" in ran
+    assert "total" in ran and os.path.basename(killed).split("-")[0] in _stages(ran)
 
 
 def test_kill_mid_run_then_resume_runs_exactly_the_incomplete_nodes(tmp_path: Path) -> None:
@@ -80,19 +89,36 @@ def test_kill_mid_run_then_resume_runs_exactly_the_incomplete_nodes(tmp_path: Pa
     assert proc.returncode == -9
     published = proc.stdout.split("FAULT after_publish ")[1].strip()
     assert published.startswith("stage[i=")
-    store = tmp_path / "store" / "stage"
-    names = os.listdir(store)
-    records = {n[1:].split(".afrec-")[0] for n in names if ".afrec-" in n}
-    # whole = target and its fingerprint record (a kill between the two leaves it to rebuild)
-    complete = {n.split("-")[0] for n in names if n in records}
-    assert 8 <= len(complete) < 20  # (publications are batched: a few more may have landed)
+    present = _stages(_targets(tmp_path / "store" / "stage"))
+    assert 8 <= len(present) < 20  # (publications are batched: a few more may have landed)
     proc, second = run_pipeline(tmp_path)
     assert proc.returncode == 0
     again = [r for r in second if r.startswith("stage")]
-    assert len(again) == len(set(again)) == 20 - len(complete)  # each incomplete node once, no complete one
-    assert not {r.replace("stage[", "").rstrip("]") for r in again} & complete
+    # each target carries its record (an extended attribute): every one present is whole and trusted
+    assert len(again) == len(set(again)) == 20 - len(present)
+    assert not _stages(again) & present
     assert second[-1] == "total"
     assert proc.stdout.strip().splitlines()[-1] == str(sum(range(20)) * 1000)
+
+
+def test_kill_between_target_and_record_rebuilds_targets_without_a_record(tmp_path: Path) -> None:
+    proc, _ = run_pipeline(tmp_path, "before_record:kill:6")
+    assert proc.returncode == -9
+    killed = proc.stdout.split("FAULT before_record ")[1].strip()
+    folder = tmp_path / "store" / "stage"
+    assert os.path.exists(killed)  # in place, its entry in the folder's segments never written
+    present = _targets(folder)
+    for name in present:  # as on a filesystem without extended attributes: the segments alone tell
+        os.removexattr(folder / name, _local.ATTRIBUTE)
+    proc, second = run_pipeline(tmp_path)
+    assert proc.returncode == 0
+    again = _stages([r for r in second if r.startswith("stage")])
+    assert _stages([os.path.basename(killed)]) <= again  # a target without a matching record: rebuilt
+    assert {f"i={i}" for i in range(20)} - _stages(present) <= again  # and every missing one
+    assert len(again) < 20  # the targets whose entries were written are trusted
+    assert proc.stdout.strip().splitlines()[-1] == str(sum(range(20)) * 1000)
+    proc, third = run_pipeline(tmp_path)
+    assert third == []  # now whole and trusted
 
 
 def test_leftover_temporary_files_are_ignored_and_swept_by_age(tmp_path: Path) -> None:

@@ -166,8 +166,8 @@ async def test_several_unreadable_task_folders_are_one_storage_error(tmp_path: P
     (store / "right").write_text("a file where a folder should be")
     with pytest.raises(af.StorageError) as e:
         await af.Workflow(both(), store=str(store)).run()
-    assert e.value.path in (str(store / "left"), str(store / "right"))
-    assert "cannot list" in str(e.value)
+    assert e.value.path.startswith((str(store / "left"), str(store / "right")))  # (a few nodes: probed)
+    assert "Not a directory" in str(e.value) and e.value.path in str(e.value)
 
 
 async def test_upstream_targets_deleted_after_planning_are_a_target_error_naming_the_path(store) -> None:

@@ -242,17 +242,25 @@ async def test_storage_errors_are_not_read_as_missing(store, monkeypatch) -> Non
     async def fine() -> int:
         return 1
 
+    @af.task
+    async def many(i: int) -> int:
+        return i
+
     flow = af.Workflow(fine(), store=store)
     await flow.run()
+    bulk = af.Workflow([many(i=i) for i in range(40)], store=store)
+    await bulk.run()
 
-    def denied(path: str) -> None:
+    def denied(path: str, *args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(os, "listdir", denied)
+    monkeypatch.setattr(os, "scandir", denied)
     with pytest.raises(af.StorageError, match="Permission denied"):
-        await flow.run()  # not "missing, so run it again"
+        await bulk.run()  # a run of many nodes lists their folder: not "missing, so run it again"
     monkeypatch.undo()
     monkeypatch.setattr(os, "stat", denied)
+    with pytest.raises(af.StorageError, match="Permission denied"):
+        await flow.run()  # a run of a few checks each target
     with pytest.raises(af.StorageError, match="Permission denied"):
         await flow.target().exists()
 
