@@ -287,7 +287,7 @@ async def test_the_loop_keeps_answering_while_thread_bodies_block(mem_store) -> 
         await af.Workflow([blocking(i=i) for i in range(50)], store=mem_store, max_concurrency=10).run()
         stop.set()
     assert len(gaps) > 10
-    assert max(gaps) < 0.5  # generous: shared machines are noisy; a blocked loop would be >= 2.5 s
+    assert max(gaps) < 1.5  # generous: shared machines are noisy; a blocked loop would be >= 2.5 s
 
 
 async def test_memory_per_node_of_a_large_dynamic_fan_out_stays_small(mem_store) -> None:
