@@ -1,6 +1,6 @@
 """Fingerprint records on a store: segments, attached records, group commit and compaction.
 
-Each task folder keeps its records in *segments*, `{folder}/.asyncflow/{time}-{pid}-{n}.seg`, one
+Each task folder keeps its records in *segments*, `{folder}/.asyncflow/{time}-{pid}-{session}-{n}.seg`, one
 file per group commit (the records of every target published while the previous segment was being
 written): thousands of targets cost a few dozen record files, not one each. A record is an `Entry`
 carrying its target's version tag; it describes that target only while the target has that tag.

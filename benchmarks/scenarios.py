@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -215,12 +216,14 @@ async def s3_leaf(i: int) -> int:
     return i
 
 
-def fanout_s3(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
-    """Persisted fan-out on a local S3 server (moto), against s3fs calls at the same concurrency."""
+@contextlib.contextmanager
+def _moto() -> Iterator[dict[str, Any] | None]:
+    """storage_options for a local S3 server (moto) with a `bench` bucket; None without s3fs/moto."""
     try:
         import s3fs
         from moto.server import ThreadedMotoServer
     except ImportError:
+        yield None
         return
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -229,6 +232,18 @@ def fanout_s3(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
         host, port = server.get_host_and_port()
         options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
         s3fs.S3FileSystem(skip_instance_cache=True, **options).mkdir("bench")
+        yield options
+    finally:
+        server.stop()
+
+
+def fanout_s3(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
+    """Persisted fan-out on a local S3 server (moto), against s3fs calls at the same concurrency."""
+    with _moto() as options:
+        if options is None:
+            return
+        import s3fs
+
         n = 500 if quick else 2_000
         nodes = [s3_leaf(i=i) for i in range(n)]
         counter = iter(range(10**9))
@@ -272,8 +287,84 @@ def fanout_s3(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
         engine(done_prefix)
         e, b = _median_pair(repeat, lambda: engine(done_prefix), lambda: plain("info"))
         yield _row(f"S3 fan-out, {n:,} leaves, all complete", n, e, b, note="vs s3fs info x N, 100 at once")
+
+
+# services: small runs in a big store -------------------------------------------------------------
+
+
+@af.task
+async def svc_leaf(i: int) -> int:
+    return i
+
+
+def _small_runs(store: str, first: int, count: int, options: dict[str, Any] | None = None) -> float:
+    """Seconds for `count` one-node runs one after another, each of a new node (decide, run, publish)."""
+
+    async def go() -> float:
+        t = time.perf_counter()
+        for i in range(first, first + count):
+            await af.Workflow(svc_leaf(i=i), store=store, storage_options=options, execution_summary=False).run()
+        return time.perf_counter() - t
+
+    return asyncio.run(go())
+
+
+def _concurrent_small_runs(store: str, first: int, count: int) -> None:
+    async def go() -> None:
+        await asyncio.gather(*(af.Workflow(svc_leaf(i=i), store=store, execution_summary=False).run()
+                               for i in range(first, first + count)))  # fmt: skip
+
+    asyncio.run(go())
+
+
+def _count_s3_requests(fn: Callable[[], Any]) -> list[str]:
+    import s3fs
+
+    calls: list[str] = []
+    original = s3fs.S3FileSystem._call_s3
+
+    async def spy(fs: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method if isinstance(method, str) else getattr(method, "__name__", str(method)))
+        return await original(fs, method, *args, **kwargs)
+
+    s3fs.S3FileSystem._call_s3 = spy
+    try:
+        fn()
     finally:
-        server.stop()
+        s3fs.S3FileSystem._call_s3 = original
+    return calls
+
+
+def services(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
+    """A service storing many small runs: a one-node run in a task folder that already holds N targets
+    vs the same run in an empty one; 200 such runs at once; the same on S3 (requests counted)."""
+    n, runs = (2_000, 20) if quick else (20_000, 50)
+    counter = iter(range(10**6, 10**9, 1000))
+    base = tempfile.mkdtemp(prefix="af-bench-")
+    try:
+        big = os.path.join(base, "big")
+        _disk_engine(n, big, [svc_leaf(i=i) for i in range(n)])
+        e, b = _median_pair(repeat, lambda: _small_runs(big, next(counter), runs),
+                            lambda: _small_runs(os.path.join(base, f"empty-{next(counter)}"), 0, runs))  # fmt: skip
+        per_run = f"{e / runs * 1e3:.2f} ms vs {b / runs * 1e3:.2f} a run"
+        yield _row(f"one-node run, folder of {n:,} targets", runs, e, b,
+                   note=f"vs the same run in an empty folder ({per_run}); 200 runs at once:",
+                   peaks=(_peak(lambda: _concurrent_small_runs(big, next(counter), 200)),
+                          _peak(lambda: _concurrent_small_runs(os.path.join(base, "empty-c"), 0, 200))))  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    with _moto() as options:
+        if options is None:
+            return
+        _small_runs("s3://bench/big", 0, 1, options)  # the bucket checked once, then fill the prefix:
+        asyncio.run(af.Workflow([svc_leaf(i=i) for i in range(n)], store="s3://bench/big", storage_options=options,
+                                execution_summary=False).run())  # fmt: skip
+        e, b = _median_pair(repeat, lambda: _small_runs("s3://bench/big", next(counter), runs, options),
+                            lambda: _small_runs(f"s3://bench/empty-{next(counter)}", 0, runs, options))  # fmt: skip
+        calls = _count_s3_requests(lambda: _small_runs("s3://bench/big", next(counter), 1, options))
+        kinds = ", ".join(sorted(set(calls)))
+        yield _row(f"S3 one-node run, prefix of {n:,} objects", runs, e, b,
+                   note=f"vs an empty prefix; {len(calls)} requests a run ({kinds})")  # fmt: skip
 
 
 # dynamic fan-out, chains, wide-and-deep, sleep-bound ---------------------------------------------
@@ -505,6 +596,7 @@ SCENARIOS = [
     Scenario("fanout-disk", lambda repeat, quick: fanout_disk(repeat, quick)),
     Scenario("staleness", lambda repeat, quick: staleness(repeat, quick)),
     Scenario("fanout-s3", lambda repeat, quick: fanout_s3(repeat, quick)),
+    Scenario("services", lambda repeat, quick: services(repeat, quick)),
     Scenario("fanout-dask", lambda repeat, quick: fanout_dask(repeat, quick)),
     Scenario("shapes", lambda repeat, quick: shapes(repeat, quick)),
     Scenario("scale", lambda repeat, quick: scale(repeat, quick)),

@@ -113,6 +113,17 @@ async def test_bulk_completion_lists_instead_of_asking_per_node(s3_store, monkey
         assert len(await _raw_ls(f"{s3_store}/s3_item/.asyncflow")) == 1
 
 
+async def test_a_small_run_in_a_big_prefix_asks_about_its_own_nodes_only(s3_store, monkeypatch) -> None:
+    await af.Workflow([s3_item(i=i) for i in range(200)], store=s3_store).run()
+    requests = Requests(monkeypatch)
+    result = await af.Workflow([s3_item(i=7), s3_item(i=1000)], store=s3_store).run()
+    assert (result.skipped, result.ran) == (1, 1)
+    # the complete node decided from its own object's head (its ETag and attached record), the new one
+    # from a head that says "missing": no listing of the 200 objects, no record segment read
+    assert "list_objects_v2" not in requests.calls and "get_object" not in requests.calls, requests.calls
+    assert requests.calls.count("head_object") <= 3 and len(requests.calls) <= 8, requests.calls
+
+
 async def _raw_ls(url: str) -> list[str]:
     fs = s3fs.S3FileSystem(client_kwargs=af.settings.storage_options["client_kwargs"], skip_instance_cache=True)
     return await anyio.to_thread.run_sync(lambda: fs.ls(url.removeprefix("s3://"), refresh=True))
