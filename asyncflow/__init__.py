@@ -6,7 +6,7 @@ README's "Design" section says who owns what):
     L1 storage   _formats  _concurrent  _batcher  _local  _backends  _remote  _store  _targets
     L2 model     _registry  _node  _params  _task
     L3 graph     _graph  _fingerprint
-    L4 run       _pool  _records  _inventory  _emitter  _dask  _execute  _scheduler
+    L4 run       _limits  _pool  _records  _leases  _inventory  _emitter  _dask  _execute  _scheduler
     L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _map
     L6 surface   __init__  cli  __main__  testing
 """

@@ -33,6 +33,7 @@ from ._concurrent import run_all
 
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})
 SEGMENTS = _local.SEGMENTS
+SEGMENT_EXT = _local.SEGMENT_EXT
 
 Scan = tuple[dict[str, str], list[str], list[str]]
 """A task folder: `{target name: version tag}`, record segment names, asyncflow 0.1 record names."""
@@ -166,12 +167,29 @@ class Backend(abc.ABC):
         """Attach a record to a file already in place; False where the store cannot."""
         return False
 
+    # leases (`_leases`) ---------------------------------------------------------------------
+    def lease_kind(self) -> str | None:
+        """ "lock" (kernel record locks), "object" (an object made by a conditional PUT), or None:
+        this store has single flight within a process only."""
+        return None
+
+    async def lock_file(self, folder: str) -> int:
+        raise NotImplementedError
+
+    async def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create `path` only if nothing is there; False if something is."""
+        raise NotImplementedError
+
+    async def age(self, path: str) -> float | None:
+        """Seconds since `path` was last written; None if it is missing."""
+        raise NotImplementedError
+
     async def write_segment(self, folder: str, name: str, data: bytes) -> None:
         await self.write(f"{folder}/{SEGMENTS}/{name}", data)
 
     async def segment_names(self, folder: str) -> list[str]:
         names = (_name_of(e["name"]) for e in await self.ls(f"{folder}/{SEGMENTS}"))
-        return sorted(n for n in names if not _local.is_temporary(n))
+        return sorted(n for n in names if n.endswith(_local.SEGMENT_EXT) and not _local.is_temporary(n))
 
     async def read_segments(self, folder: str, names: list[str]) -> list[tuple[str, bytes]]:
         """The segments still there, as (name, bytes), read a few at a time."""
@@ -258,6 +276,12 @@ class LocalBackend(Backend):
 
     async def publish(self, path: str, data: bytes, attach: Callable[[str], bytes | None] | None) -> str:
         return await self._run(_local.publish, path, data, attach)  # type: ignore[no-any-return]
+
+    def lease_kind(self) -> str | None:
+        return "lock" if _local.HAS_LOCKS else None
+
+    async def lock_file(self, folder: str) -> int:
+        return await self._run(_local.lock_file, folder)  # type: ignore[no-any-return]
 
     async def attach(self, path: str, record: bytes) -> bool:
         return await self._run(_local.attach, path, record)  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from . import _limits
 from . import events as ev
 from ._errors import FlowFailed
 from ._results import RunResult
@@ -112,8 +113,10 @@ class RunHandle:
         return _Reader(self)
 
     def snapshot(self) -> dict[str, Any]:
-        """Status, counts, and the error text when failed (for status endpoints)."""
+        """Status, counts, the error text when failed, and the event loop's limits (size, tokens
+        borrowed, waiters and their peaks, every run's together: they are shared)."""
         out: dict[str, Any] = {"status": self.status, **self.counts, "events": len(self._events)}
+        out["limits"] = _limits.stats()
         if self.error is not None:
             out["error"] = str(self.error)
         return out

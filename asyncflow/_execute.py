@@ -33,6 +33,7 @@ from ._node import has_nodes, replace_nodes
 if TYPE_CHECKING:
     from ._emitter import Emitter
     from ._inventory import Inventory
+    from ._leases import Lease, RunLeases
     from ._store import Store
     from ._targets import Target
 
@@ -59,6 +60,8 @@ class Running(Protocol):
     thread_limiter: anyio.CapacityLimiter | None
     thread_carrier: anyio.CapacityLimiter
     thread_tokens: dict[NodeState, ThreadToken]
+    leases: RunLeases
+    pool: Any
 
     def store_of(self, node: Any) -> Store: ...
     def target_of(self, node: Any) -> Target | None: ...
@@ -182,6 +185,7 @@ async def _execute(run: Running, st: NodeState) -> None:
     st.status = RUNNING
     st.started = time.time()
     t0 = time.perf_counter()
+    lease: Lease | None = None
     try:
         target = run.target_of(node) if task.persist else None
         if target is not None and not st.forced:
@@ -190,6 +194,11 @@ async def _execute(run: Running, st: NodeState) -> None:
                 return
             if await run.inventory.built_elsewhere(st, target):
                 await run.finish(st, COMPLETE)  # another run of this process built it meanwhile
+                return
+        if target is not None:
+            lease = await run.leases.take(target, run.pool.tg)
+            if lease is not None and not st.forced and await run.inventory.built_elsewhere(st, target, anyone=True):
+                await run.finish(st, COMPLETE)  # another process built it (its lease kept us waiting)
                 return
         deps = st.deps
         if deps:
@@ -229,6 +238,9 @@ async def _execute(run: Running, st: NodeState) -> None:
             log().warning("task failed", node_id=node.id, error=describe(e))
         await run.finish(st, FAILED, e)
         return
+    finally:
+        if lease is not None:
+            run.leases.give_back(lease)
     st.output = value
     st.duration = time.perf_counter() - t0
     if run.emitter.callback is not None:

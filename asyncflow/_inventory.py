@@ -267,10 +267,10 @@ class Inventory:
         seen = view.generation if isinstance(view, FolderRecords) else self.probed.get(k)
         return seen is None or target.store.generation.get(target.folder, 0) != seen
 
-    async def built_elsewhere(self, st: NodeState, target: Target) -> bool:
-        """Whether another run of this process built this node, current (same fingerprint as it
-        would have now), since this run decided it had to."""
-        if not self._changed_since(target):
+    async def built_elsewhere(self, st: NodeState, target: Target, anyone: bool = False) -> bool:
+        """Whether another run of this process (`anyone`: of any process) built this node, current
+        (same fingerprint as it would have now), since this run decided it had to."""
+        if not anyone and not self._changed_since(target):
             return False  # decided from what is there now
         found = await target.store.probe(target.fs_path)
         if found is None:

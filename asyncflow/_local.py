@@ -20,6 +20,7 @@ import itertools
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -133,7 +134,8 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-SEGMENTS = ".asyncflow"  # the subfolder of a task folder that holds its record segments
+SEGMENTS = ".asyncflow"  # the subfolder of a task folder that holds its record segments (and leases)
+SEGMENT_EXT = ".seg"  # what else is there: the lock file, S3 leases, temporary files
 ATTRIBUTE = "user.asyncflow"  # the extended attribute that holds a target's own record
 LEGACY_RECORD = ".afrec-"  # asyncflow 0.1 wrote one record file per target, `.{target}.afrec-...`
 
@@ -303,9 +305,10 @@ def write_segment(folder: str, name: str, data: bytes) -> None:
 
 def segment_names(folder: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(os.path.join(folder, SEGMENTS)) if not is_temporary(n))
+        names = os.listdir(os.path.join(folder, SEGMENTS))
     except FileNotFoundError:
         return []
+    return sorted(n for n in names if n.endswith(SEGMENT_EXT) and not is_temporary(n))
 
 
 def read_segments(folder: str, names: list[str]) -> list[tuple[str, bytes]]:
@@ -329,3 +332,48 @@ def delete(paths: list[str]) -> None:
 
 def glob(pattern: str) -> list[str]:
     return sorted(_glob.glob(pattern))
+
+
+# cross-process single flight: kernel record locks ---------------------------------------------
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: single flight within a process only
+    fcntl = None  # type: ignore[assignment]
+
+HAS_LOCKS = fcntl is not None
+LOCK_FILE = "locks"  # in a task folder's `.asyncflow/`: one byte of it per target name
+_lock_fds: dict[str, int] = {}  # open for the process's life: closing any fd of a file drops all its locks
+_lock_guard = threading.Lock()
+
+
+def lock_file(folder: str) -> int:
+    """The open lock file of a task folder (made on first use). Blocking: call from a thread."""
+    path = os.path.join(folder, SEGMENTS, LOCK_FILE)
+    with _lock_guard:
+        fd = _lock_fds.get(path)
+        if fd is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = _lock_fds[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return fd
+
+
+def lock_offset(name: str) -> int:
+    """Where a target's byte is in its folder's lock file (from its name: every process agrees)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 2
+
+
+def try_lock(fd: int, offset: int) -> bool:
+    """Take the byte at `offset` for this process, if no other process holds it. Never blocks (one
+    system call): the kernel releases it when the process ends, however it ends."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise
+
+
+def unlock(fd: int, offset: int) -> None:
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)

@@ -19,8 +19,10 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from . import _limits
 from ._errors import ParameterError
 from ._graph import READY, NodeState
+from ._limits import Limit
 
 Execute = Callable[[NodeState], Awaitable[None]]
 """Runs one node to its end."""
@@ -34,19 +36,9 @@ class _Worker:
         self.item: NodeState | None = None
 
 
-class _Limit:
-    """A named pool (or a task's int limit): tokens plus who waits for one."""
-
-    __slots__ = ("free", "name", "waiting")
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name = name
-        self.free = total
-        self.waiting: deque[NodeState | anyio.Event] = deque()
-
-
 class Pool:
-    """Slots (`max_concurrency`), named and per-task limits, and the workers that use them.
+    """Slots (`max_concurrency`, this run's), named and per-task limits (the event loop's, shared
+    with every other run: `_limits`), and the workers that use them.
 
     Made inside a running event loop; `execute` runs one node (the run's).
     """
@@ -57,7 +49,9 @@ class Pool:
         self.new_event: Callable[[], anyio.Event] = type(anyio.Event())
         self.execute = execute
         self.max_concurrency = max_concurrency
-        self.limits = {name: _Limit(name, int(n)) for name, n in limits.items()}
+        self.limits: dict[str, Limit] = {}
+        for name, n in limits.items():
+            self._use(name, int(n))
         self.tg: TaskGroup | None = None
         self.ready: deque[NodeState] = deque()
         self.free = max_concurrency
@@ -96,11 +90,19 @@ class Pool:
                 param="limit",
             )
         if isinstance(limit, int):
-            key = f"task:{task.name}"
-            if key not in self.limits:
-                self.limits[key] = _Limit(key, limit)
+            self._use(f"task:{task.name}", limit)
 
-    def _limit_of(self, st: NodeState) -> _Limit | None:
+    def _use(self, name: str, total: int) -> None:
+        lim, woken = _limits.shared(name, total)
+        self.limits[name] = lim
+        self._dispatch_others(woken)
+
+    def _dispatch_others(self, pools: list[Any]) -> None:
+        for pool in pools:
+            if pool is not self and pool.tg is not None:  # another run's node got a token
+                pool._dispatch()
+
+    def _limit_of(self, st: NodeState) -> Limit | None:
         limit = st.node.task.limit
         if limit is None:
             return None
@@ -121,10 +123,9 @@ class Pool:
                 continue
             lim = self._limit_of(st) if st.node.task.limit is not None else None
             if lim is not None:
-                if lim.free <= 0:
-                    lim.waiting.append(st)
+                if not lim.take():
+                    lim.wait((self, st))
                     continue
-                lim.free -= 1
                 st.holds_limit = True
             st.holds_slot = True
             return st
@@ -165,32 +166,28 @@ class Pool:
             st.holds_slot = False
             self.free += 1
 
-    def _release_limit(self, lim: _Limit) -> None:
-        lim.free += 1
-        if lim.waiting:
-            w = lim.waiting.popleft()
-            if isinstance(w, anyio.Event):
-                lim.free -= 1
-                w.set()  # a resuming body gets the token
-            else:
-                self.ready.appendleft(w)
+    def _release_limit(self, lim: Limit) -> None:
+        self._dispatch_others(lim.give_back())
 
     def _give_slot_back(self) -> None:
         self.free += 1
         self._dispatch()
 
-    async def _wait_turn(self, queue: deque[Any], give_back: Callable[[], None]) -> None:
+    async def _wait_turn(self, queue: deque[Any] | Limit, give_back: Callable[[], None]) -> None:
         """Wait in `queue` until a releaser hands its token over; cancelled after the handover,
         give the token back (never leak it)."""
         turn = self.new_event()
-        queue.append(turn)
+        if isinstance(queue, Limit):
+            queue.wait(turn)
+        else:
+            queue.append(turn)
         try:
             await turn.wait()
         except BaseException:
             if turn.is_set():
                 give_back()
             else:
-                queue.remove(turn)
+                (queue.waiting if isinstance(queue, Limit) else queue).remove(turn)
             raise
 
     async def _worker(self, st: NodeState | None) -> None:
@@ -248,6 +245,8 @@ class Pool:
     def close(self) -> None:
         """No more work: idle workers leave."""
         self.closing = True
+        for lim in self.limits.values():
+            lim.forget(self)
         idle, self.idle = self.idle, []
         for w in idle:
             w.event.set()
@@ -291,10 +290,8 @@ class Pool:
         self._note_peak()
         lim = self._limit_of(st) if st.node.task.limit is not None else None
         if lim is not None:
-            if lim.free > 0:
-                lim.free -= 1
-            else:
-                await self._wait_turn(lim.waiting, lambda: self._release_limit(lim))
+            if not lim.take():
+                await self._wait_turn(lim, lambda: self._release_limit(lim))
             st.holds_limit = True
 
     # finishing ------------------------------------------------------------------------------

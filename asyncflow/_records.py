@@ -23,7 +23,7 @@ import time
 import anyio
 import msgspec
 
-from ._backends import SEGMENTS, loop_resources
+from ._backends import SEGMENT_EXT, SEGMENTS, loop_resources
 from ._fingerprint import Entry
 from ._log import log
 from ._store import Store  # noqa: TC001 - used at run time by the functions below
@@ -40,7 +40,7 @@ COMPACT_AFTER = 16  # segments in a folder before a reader compacts them
 
 def segment_name() -> str:
     """A new segment's name: time first, so that names sort as they were written."""
-    return f"{time.time_ns():016x}-{os.getpid():x}-{_SESSION}-{next(_counter):x}.seg"
+    return f"{time.time_ns():016x}-{os.getpid():x}-{_SESSION}-{next(_counter):x}{SEGMENT_EXT}"
 
 
 def decode_segment(data: bytes, path: str = "") -> list[Entry]:

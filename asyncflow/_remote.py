@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -69,6 +70,27 @@ class ThreadFsspecBackend(SyncFsBackend):
             info, meta = await self._call(lambda: (fs.info(path), fs.metadata(path)))
             return tag_of(info), _unb64(meta.get(METADATA_KEY))
         return await super().head(path)
+
+    def lease_kind(self) -> str | None:
+        return "object" if self.protocol in ("s3", "s3a") else None
+
+    async def create_exclusive(self, path: str, data: bytes) -> bool:
+        fs = self.sync_fs()
+        bucket, key, _ = fs.split_path(path)
+        try:
+            await self._call(fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except FileExistsError:  # 412 Precondition Failed: another holder's
+            return False
+        return True
+
+    async def age(self, path: str) -> float | None:
+        fs = self.sync_fs()
+        bucket, key, _ = fs.split_path(path)
+        try:
+            out = await self._call(fs.call_s3, "head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        return time.time() - out["LastModified"].timestamp()  # type: ignore[no-any-return]
 
     async def delete(self, paths: list[str]) -> None:
         try:
@@ -203,6 +225,28 @@ class AsyncFsspecBackend(ThreadFsspecBackend):
         except FileNotFoundError:
             pass
         return None
+
+    async def create_exclusive(self, path: str, data: bytes) -> bool:
+        fs = self.native()
+        if fs is None:
+            return await super().create_exclusive(path, data)
+        bucket, key, _ = fs.split_path(path)
+        try:
+            await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except FileExistsError:  # 412 Precondition Failed: another holder's
+            return False
+        return True
+
+    async def age(self, path: str) -> float | None:
+        fs = self.native()
+        if fs is None:
+            return await super().age(path)
+        bucket, key, _ = fs.split_path(path)
+        try:
+            out = await fs._call_s3("head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        return time.time() - out["LastModified"].timestamp()  # type: ignore[no-any-return]
 
     async def info(self, path: str) -> dict[str, Any]:
         fs = self.native()

@@ -114,8 +114,10 @@ class RunResult:
         peak: int,
         failures: list[NodeState],
         children: dict[Node, list[Node]] | None = None,
+        limits: dict[str, dict[str, int]] | None = None,
     ) -> None:
         self.roots = roots
+        self.limits = limits or {}  # the limits this run used, at its end (shared by the event loop's runs)
         self._children = children or {}
         self._states = states
         self.duration = duration

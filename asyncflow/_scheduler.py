@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from . import _context
+from . import _context, _leases
 from . import events as ev
 from ._code import new_epoch
 from ._concurrent import run_all
@@ -97,12 +97,14 @@ class Run:
         self.inventory = Inventory(options.store, options.storage_options, options.check_dependencies, self.new_event)
         self.store_of = self.inventory.store_of
         self.target_of = self.inventory.target_of
+        self.explain = self.inventory.explain  # why a surveyed node would run, in words
         self.states: dict[bytes, NodeState] = {}  # by node key: bytes hash in C, cached
         self.flights: dict[Any, Flight] = flights()
         self.thread_limiter: anyio.CapacityLimiter | None = _thread_limiter(options.max_threads)
         self.thread_carrier = _thread_carrier()
         self.thread_tokens: dict[NodeState, ThreadToken] = {}  # thread bodies running now
         self.executors: set[Any] = set()  # executor objects (Dask...) to close when the run ends
+        self.leases = _leases.RunLeases(options.single_flight == "store", options.lease_seconds)
         self.dynamic: dict[Node, list[Node]] = {}
         self.failures: list[NodeState] = []
         self.started = time.time()
@@ -113,7 +115,6 @@ class Run:
 
     async def _execute(self, st: NodeState) -> None:
         await execute(self, st)
-
     # planning -------------------------------------------------------------------------------
     def _is_forced(self, node: Node) -> bool:
         return self.force_all or node.task.name in self.force
@@ -208,10 +209,6 @@ class Run:
             if st.npending == 0 and st.status == PENDING:
                 self.pool.queue(st)
         return roots
-
-    async def explain(self, st: NodeState) -> list[str]:
-        """Why a surveyed node would run, in words."""
-        return await self.inventory.explain(st)
 
     # the node lifecycle ---------------------------------------------------------------------
     async def finish(self, st: NodeState, status: Status, error: BaseException | None = None) -> None:
@@ -340,8 +337,8 @@ class Run:
     # the whole run --------------------------------------------------------------------------
     @asynccontextmanager
     async def working(self) -> AsyncIterator[TaskGroup]:
-        """The run's pool at work for the block; executor objects (a Dask cluster...) are closed
-        at its end, whatever happens."""
+        """The run's pool at work for the block; executor objects (a Dask cluster...) are closed,
+        and given-back leases deleted, at its end, whatever happens."""
         try:
             async with self.pool.open() as tg:
                 yield tg
@@ -350,9 +347,10 @@ class Run:
                 raise KeyboardInterrupt from None
             raise
         finally:
-            for executor in self.executors:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                for executor in self.executors:
                     await executor.close()
+                await self.leases.drop()
 
     async def execute(self, roots: list[Node]) -> list[NodeState]:
         """Plan and run `roots`; returns their states (failures are recorded, not raised).

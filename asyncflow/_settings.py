@@ -22,7 +22,8 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 @dataclass
 class Settings:
     """Defaults for every workflow option (API.md section 5), plus `max_threads` (worker threads
-    for plain-function bodies, one limiter per event loop shared by every run) and `log_level`."""
+    for plain-function bodies, one limiter per event loop shared by every run), `lease_seconds`
+    (how long a cross-process lease of a dead holder lasts on object stores) and `log_level`."""
 
     store: str = "./data"
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -33,7 +34,9 @@ class Settings:
     fail_fast: bool = False
     execution_summary: bool = True
     on_event: Callable[[Any], Any] | None = None
+    single_flight: str = "store"
     max_threads: int = 100
+    lease_seconds: float = 30.0
     log_level: str = "WARNING"
 
     def log_enabled(self, level: int) -> bool:
@@ -41,7 +44,7 @@ class Settings:
         return level >= _LEVELS.get(str(self.log_level).upper(), 30)
 
 
-OPTION_NAMES = frozenset(f.name for f in fields(Settings)) - {"log_level", "max_threads"}
+OPTION_NAMES = frozenset(f.name for f in fields(Settings)) - {"log_level", "max_threads", "lease_seconds"}
 """The options a workflow (and each of its runs) accepts."""
 
 _FORMS = {
@@ -54,7 +57,9 @@ _FORMS = {
     "fail_fast": "true or false",
     "execution_summary": "true or false",
     "on_event": "a callable taking one event",
+    "single_flight": '"store" (one build per node across the processes sharing the store) or "process"',
     "max_threads": "a positive integer",
+    "lease_seconds": "a number of seconds of at least 0.1",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
 }
 
@@ -74,6 +79,10 @@ def check_option(name: str, value: Any, where: str = "option") -> Any:
         )
     elif name == "on_event":
         ok = value is None or callable(value)
+    elif name == "single_flight":
+        ok = value in ("store", "process")
+    elif name == "lease_seconds":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.1 <= value < float("inf")
     elif name == "log_level":
         ok = isinstance(value, str) and value.upper() in _LEVELS
     elif name in _FORMS:
@@ -120,7 +129,9 @@ class Options:
     fail_fast: bool
     execution_summary: bool
     on_event: Callable[[Any], Any] | None
+    single_flight: str
     max_threads: int
+    lease_seconds: float
     log_info: bool
     log_warning: bool
 
@@ -131,7 +142,7 @@ class Options:
         if settings_errors:
             raise settings_errors[0]
         values: dict[str, Any] = {}
-        for name in (*OPTION_NAMES, "max_threads"):
+        for name in (*OPTION_NAMES, "max_threads", "lease_seconds"):
             for layer in layers:
                 if name in layer:
                     values[name] = check_option(name, layer[name])
@@ -160,6 +171,8 @@ def _from_env(settings: Settings, environ: Mapping[str, str]) -> tuple[Settings,
                 value = text in ("1", "true", "yes", "on")
             elif isinstance(current, int):
                 value = int(raw.strip())
+            elif isinstance(current, float):
+                value = float(raw.strip())
             elif isinstance(current, dict):
                 value = json.loads(raw)
             else:

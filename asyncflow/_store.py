@@ -166,6 +166,19 @@ class Store:
         """Remove record segments (superseded by a compacted one)."""
         await self._do("delete", f"{folder}/{SEGMENTS}", self.backend.delete_segments(folder, names))
 
+    # leases (`_leases`) ---------------------------------------------------------------------
+    async def lock_file(self, folder: str) -> int:
+        """The open lock file of a local task folder (made on first use)."""
+        return await self._do("lock", f"{folder}/{SEGMENTS}", self.backend.lock_file(folder))
+
+    async def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create `path` only if nothing is there (a conditional PUT); False if something is."""
+        return await self._do("write", path, self.backend.create_exclusive(path, data))
+
+    async def age(self, path: str) -> float | None:
+        """Seconds since `path` was written; None if it is missing."""
+        return await self._do("check", path, self.backend.age(path))
+
     async def checksum(self, path: str) -> str | None:
         """A checksum of the file at `path` (content hash locally and in memory, etag / md5 /
         size+mtime on other filesystems), or None when it does not exist."""

@@ -204,7 +204,8 @@ class Workflow:
         t0 = time.perf_counter()
         await run.execute(roots)
         states = list(run.states.values())
-        result = RunResult(roots, states, time.perf_counter() - t0, run.pool.peak, run.failures, run.dynamic)
+        limits = {name: lim.stats() for name, lim in sorted(run.pool.limits.items())}
+        result = RunResult(roots, states, time.perf_counter() - t0, run.pool.peak, run.failures, run.dynamic, limits)
         for parent, kids in run.dynamic.items():
             known = self._children.setdefault(parent, [])
             have = set(known)

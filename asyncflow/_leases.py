@@ -1,0 +1,148 @@
+"""Single flight across processes: who builds a node when several processes share a store.
+
+Before a body runs, its run takes the node's lease; a process that finds it taken waits (backing
+off: it never hammers the store) and, once it gets the lease, looks at the target again: built by
+the holder, it is used, not rebuilt. Two kinds, by store:
+
+- Local disk: a kernel record lock on one byte of the task folder's `.asyncflow/locks` file (the
+  byte chosen by the target's name). No file per node, one system call to take or give back, and
+  the kernel releases it the moment its holder dies, however it dies: nothing expires, nothing to
+  clean up. (Processes must see one kernel's locks: one machine, or an NFS with working locks.)
+- S3: an object `.asyncflow/{target}.lease` made by a conditional PUT (`If-None-Match: *`): only one
+  writer can create it. Its holder rewrites it every third of `lease_seconds` while the body runs;
+  one older than `lease_seconds` belongs to a dead holder and is taken over. Released leases are
+  deleted together when the run ends (one request per 1,000).
+
+Other stores (memory: one process's; other fsspec filesystems: no atomic create) have single flight
+within a process only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import _local
+from ._log import log
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._targets import Target
+
+FIRST_WAIT = 0.01  # seconds before a waiter looks again; doubled each time, up to MAX_WAIT
+MAX_WAIT = 0.5
+_HOLDER = f"{os.getpid()}-{secrets.token_hex(4)}".encode()
+
+
+class Lease:
+    """A node's lease, held by this process until `release()`."""
+
+    __slots__ = ("fd", "offset", "path", "renewing", "target")
+
+    def __init__(self, target: Target, fd: int = -1, offset: int = 0, path: str = "") -> None:
+        self.target = target
+        self.fd = fd
+        self.offset = offset
+        self.path = path
+        self.renewing: anyio.CancelScope | None = None
+
+    def release(self, later: list[Lease]) -> None:
+        """Give the lease back (an S3 lease object goes to `later`, deleted when the run ends)."""
+        if self.renewing is not None:
+            self.renewing.cancel()
+        if self.fd >= 0:
+            _local.unlock(self.fd, self.offset)
+        elif self.path:
+            later.append(self)
+
+
+class RunLeases:
+    """A run's leases: taken before a body runs (`single_flight="store"`), given back after it."""
+
+    __slots__ = ("enabled", "released", "seconds")
+
+    def __init__(self, enabled: bool, seconds: float) -> None:
+        self.enabled = enabled
+        self.seconds = seconds
+        self.released: list[Lease] = []  # S3 leases given back: deleted when the run ends
+
+    async def take(self, target: Target, tg: TaskGroup) -> Lease | None:
+        """The node's lease, once this process has it (None where the store has none). Then look at
+        the target again before building: another process may have built it while this one
+        waited, or since this run listed it."""
+        if not self.enabled:
+            return None
+        how = target.store.backend.lease_kind()
+        if how == "lock":
+            return await _lock(target)
+        if how == "object":
+            return await _object(target, self.seconds, tg)
+        return None
+
+    def give_back(self, lease: Lease) -> None:
+        lease.release(self.released)
+
+    async def drop(self) -> None:
+        """Delete the lease objects given back (best effort: one left behind only expires)."""
+        if not self.released:
+            return
+        by_store: dict[object, list[Lease]] = {}
+        for lease in self.released:
+            by_store.setdefault(lease.target.store.key, []).append(lease)
+        self.released = []
+        for leases in by_store.values():
+            try:
+                await leases[0].target.store.delete([lease.path for lease in leases])
+            except Exception as e:
+                log().warning("leases could not be deleted; they expire", count=len(leases), error=str(e))
+
+
+async def _lock(target: Target) -> Lease:
+    fd = await target.store.lock_file(target.folder)
+    offset = _local.lock_offset(target.name)
+    delay = FIRST_WAIT
+    while not _local.try_lock(fd, offset):
+        await anyio.sleep(delay)
+        delay = min(delay * 2, MAX_WAIT)
+    return Lease(target, fd=fd, offset=offset)
+
+
+def lease_path(target: Target) -> str:
+    return f"{target.folder}/{_local.SEGMENTS}/{target.name}.lease"
+
+
+async def _object(target: Target, lease_seconds: float, tg: TaskGroup) -> Lease:
+    store = target.store
+    path = lease_path(target)
+    delay = FIRST_WAIT
+    while not await store.create_exclusive(path, _HOLDER):
+        age = await store.age(path)
+        if age is not None and age > lease_seconds:  # its holder died: take it over
+            log().warning("lease of a dead holder taken over", path=target.store.display(path), age=round(age, 1))
+            await store.delete([path])
+            continue
+        if age is None:
+            continue  # released meanwhile: try again at once
+        await anyio.sleep(delay)
+        delay = min(delay * 2, MAX_WAIT)
+    lease = Lease(target, path=path)
+    lease.renewing = anyio.CancelScope()
+    tg.start_soon(_renew, lease, lease_seconds)
+    return lease
+
+
+async def _renew(lease: Lease, lease_seconds: float) -> None:
+    """Keep an S3 lease fresh while its body runs (best effort: a failed renewal is retried)."""
+    assert lease.renewing is not None
+    store = lease.target.store
+    with lease.renewing:
+        while True:
+            await anyio.sleep(lease_seconds / 3)
+            try:
+                await store.write(lease.path, _HOLDER)
+            except Exception as e:  # the store is down: the body goes on, the next try may work
+                log().warning("lease renewal failed", path=lease.target.store.display(lease.path), error=str(e))
