@@ -115,7 +115,7 @@ def test_a_killed_holder_s_lease_is_taken_over(kind: str, tmp_path: Path, reques
         assert waiter.poll() is None and len(_lines(log)) == 1  # it waits while the holder lives (renewed)
         holder.send_signal(signal.SIGKILL)
         holder.communicate(timeout=10)
-        out, err = waiter.communicate(timeout=60)
+        _, err = waiter.communicate(timeout=60)
     finally:
         if holder.poll() is None:
             holder.kill()
