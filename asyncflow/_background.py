@@ -37,11 +37,13 @@ class RunHandle:
         self._done = anyio.Event()
         self._scope = anyio.CancelScope()
         self._user_on_event = on_event
+        self._started = time.time()
 
     # the run ---------------------------------------------------------------------------------
     async def main(self) -> None:
         """The run itself: started in the application's task group."""
         self.status = "running"
+        self._started = time.time()
         try:
             with self._scope:
                 try:
@@ -55,18 +57,18 @@ class RunHandle:
                     self._finish(ok=False)
             if self._scope.cancelled_caught or self.status == "running":
                 self.status = "cancelled"
-                self._finish(ok=False)
+                self._finish(ok=False, cancelled=True)
         finally:  # whatever happened, readers and waiters are released
             self._done.set()
             self._wake()
 
-    def _finish(self, ok: bool) -> None:
+    def _finish(self, ok: bool, cancelled: bool = False) -> None:
         if not self._events or not isinstance(self._events[-1], ev.FlowFinished):
-            c = self.counts
+            c, now = self.counts, time.time()
             self._keep(
                 ev.FlowFinished(
-                    timestamp=time.time(), ran=c["succeeded"], skipped=c["skipped"], failed=c["failed"],
-                    duration=0.0, ok=ok,
+                    timestamp=now, ran=c["succeeded"], skipped=c["skipped"], failed=c["failed"],
+                    duration=now - self._started, ok=ok, cancelled=cancelled,
                 )
             )  # fmt: skip
 

@@ -342,14 +342,15 @@ except ImportError:  # pragma: no cover - Windows: single flight within a proces
     fcntl = None  # type: ignore[assignment]
 
 HAS_LOCKS = fcntl is not None
-LOCK_FILE = "locks"  # in a task folder's `.asyncflow/`: one byte of it per target name
+LOCK_FILE = "locks"  # in the store's own `.asyncflow/`: one byte of it per target
 _lock_fds: dict[str, int] = {}  # open for the process's life: closing any fd of a file drops all its locks
 _lock_guard = threading.Lock()
 
 
-def lock_file(folder: str) -> int:
-    """The open lock file of a task folder (made on first use). Blocking: call from a thread."""
-    path = os.path.join(folder, SEGMENTS, LOCK_FILE)
+def lock_file(root: str) -> int:
+    """The open lock file of a store (made on first use, in `{root}/.asyncflow/`: task folders are
+    not touched before a target is published). Blocking: call from a thread."""
+    path = os.path.join(root, SEGMENTS, LOCK_FILE)
     with _lock_guard:
         fd = _lock_fds.get(path)
         if fd is None:
@@ -359,7 +360,7 @@ def lock_file(folder: str) -> int:
 
 
 def lock_offset(name: str) -> int:
-    """Where a target's byte is in its folder's lock file (from its name: every process agrees)."""
+    """Where a target's byte is in the lock file (from `task/target name`: every process agrees)."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 2
 
 

@@ -4,6 +4,7 @@ specification binding follows (own parameters, inherited ones, defaults holding 
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 import msgspec
@@ -73,6 +74,13 @@ class Param:
         a = self.annotation
         if a is Any:
             return "any"
+        if typing.get_origin(a) is typing.Annotated:  # the type, then its bounds: "int (ge=1, le=100)"
+            base, *extras = typing.get_args(a)
+            bounds = [
+                repr(m).removeprefix("msgspec.Meta(").removesuffix(")") for m in extras if isinstance(m, msgspec.Meta)
+            ]
+            text = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
+            return f"{text} ({', '.join(bounds)})" if bounds else text
         return a.__name__ if isinstance(a, type) else str(a).replace("typing.", "")
 
     def convert(self, value: Any, strict: bool = True) -> Any:

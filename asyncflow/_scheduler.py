@@ -115,6 +115,7 @@ class Run:
 
     async def _execute(self, st: NodeState) -> None:
         await execute(self, st)
+
     # planning -------------------------------------------------------------------------------
     def _is_forced(self, node: Node) -> bool:
         return self.force_all or node.task.name in self.force

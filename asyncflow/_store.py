@@ -167,9 +167,9 @@ class Store:
         await self._do("delete", f"{folder}/{SEGMENTS}", self.backend.delete_segments(folder, names))
 
     # leases (`_leases`) ---------------------------------------------------------------------
-    async def lock_file(self, folder: str) -> int:
-        """The open lock file of a local task folder (made on first use)."""
-        return await self._do("lock", f"{folder}/{SEGMENTS}", self.backend.lock_file(folder))
+    async def lock_file(self) -> int:
+        """The open lock file of a local store (made on first use, in `{store}/.asyncflow/`)."""
+        return await self._do("lock", f"{self.root}/{SEGMENTS}", self.backend.lock_file(self.root))
 
     async def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create `path` only if nothing is there (a conditional PUT); False if something is."""

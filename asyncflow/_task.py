@@ -132,7 +132,8 @@ class Task(CodeBoundary):
         _building.append(self.name)
         try:
             try:
-                hints = typing.get_type_hints(self.fn, localns=self._localns)
+                # with extras: `Annotated[int, msgspec.Meta(ge=1, le=100)]` bounds are checked at binding
+                hints = typing.get_type_hints(self.fn, localns=self._localns, include_extras=True)
             except Exception:  # unresolvable annotations: keep them unchecked
                 hints = {}
             own = [
@@ -201,7 +202,7 @@ class Task(CodeBoundary):
                 if v is MISSING:
                     v = p.default
                     if v is MISSING:
-                        raise self._missing(p)
+                        raise self._missing(p, kwargs)
                     params[p.name] = v
                 else:
                     params[p.name] = v if type(v) is p.annotation else p.convert(v, strict)
@@ -214,7 +215,7 @@ class Task(CodeBoundary):
             if v is MISSING:
                 v = p.default
                 if v is MISSING:
-                    raise self._missing(p)
+                    raise self._missing(p, kwargs)
                 if isinstance(v, Depends):
                     continue  # wired below, once every plain value is known
                 body[p.name] = v
@@ -228,7 +229,7 @@ class Task(CodeBoundary):
             v = kwargs.pop(name, MISSING)
             if v is MISSING:
                 if q.default is MISSING:
-                    raise self._missing(q)
+                    raise self._missing(q, kwargs)
                 if isinstance(q.default, Depends):
                     continue
                 v = q.default
@@ -266,7 +267,10 @@ class Task(CodeBoundary):
                     ) from None
             raise
 
-    def _missing(self, p: Param) -> ParameterError:
+    def _missing(self, p: Param, rest: dict[str, Any]) -> ParameterError:
+        unknown = {k: v for k, v in rest.items() if k not in self.spec.accepts}
+        if unknown:  # a mistyped name is why one is missing: say that ("usr": did you mean "user"?)
+            return self._unknown(unknown)
         return ParameterError(
             f"task {self.name!r}: missing parameter {p.name!r} ({p.type_text})", task=self.name, param=p.name
         )

@@ -64,7 +64,8 @@ class TaskRetrying(_NodeEvent, frozen=True, kw_only=True, tag="TaskRetrying"):
 
 
 class FlowFinished(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="FlowFinished"):
-    """A run ended: counts and whether it succeeded."""
+    """A run ended: counts, whether it succeeded, and whether it was cancelled (then `ok` is false
+    and the nodes still running when it ended were cancelled)."""
 
     timestamp: float
     ran: int
@@ -72,6 +73,7 @@ class FlowFinished(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", 
     failed: int
     duration: float
     ok: bool
+    cancelled: bool = False
 
 
 Event = TaskStarted | TaskSucceeded | TaskSkipped | TaskFailed | TaskRetrying | FlowFinished

@@ -367,6 +367,94 @@ def services(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
                    note=f"vs an empty prefix; {len(calls)} requests a run ({kinds})")  # fmt: skip
 
 
+# the web example under load ------------------------------------------------------------------
+
+
+def web_load(repeat: int, quick: bool) -> Iterator[dict[str, Any]]:
+    """N distinct one-node runs posted to the web example (uvicorn on 127.0.0.1), 50 at a time,
+    while /health is asked every 20 ms; vs N bare /health requests at the same concurrency. Reports
+    /health p50/p99 under load and the server's peak RSS."""
+    try:
+        import httpx
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return
+    import socket
+    import subprocess
+    import sys
+
+    n = 1_000 if quick else 10_000
+    base = tempfile.mkdtemp(prefix="af-bench-web-")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "ASYNCFLOW_STORE": os.path.join(base, "data"), "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "examples.web.app:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning"], cwd=base, env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        def rss_mb() -> float:
+            with open(f"/proc/{proc.pid}/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+        async def load(kind: str) -> tuple[float, list[float], float, int]:
+            latencies: list[float] = []
+            peak, failed = rss_mb(), 0
+            done = asyncio.Event()
+            counter = iter(range(n))
+            async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=60)) as client:
+
+                async def worker() -> None:
+                    nonlocal failed
+                    for i in counter:
+                        if kind == "runs":
+                            body = {"task": "score", "params": {"user": f"u{i}"}}
+                            r = await client.post("/runs?wait=true", json=body)
+                            failed += r.status_code != 200 or r.json().get("status") != "succeeded"
+                        else:
+                            await client.get("/health")
+
+                async def probe() -> None:
+                    nonlocal peak
+                    while not done.is_set():
+                        t = time.perf_counter()
+                        await client.get("/health")
+                        latencies.append(time.perf_counter() - t)
+                        peak = max(peak, rss_mb())
+                        await asyncio.sleep(0.02)
+
+                t0 = time.perf_counter()
+                prober = asyncio.ensure_future(probe())
+                await asyncio.gather(*(worker() for _ in range(50)))
+                elapsed = time.perf_counter() - t0
+                done.set()
+                await prober
+            return elapsed, sorted(latencies), peak, failed
+
+        e, lat, peak, failed = asyncio.run(load("runs"))
+        b, _, _, _ = asyncio.run(load("health"))
+
+        def pct(q: float) -> float:
+            return lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3 if lat else float("nan")
+
+        yield _row(f"web example, {n:,} distinct runs, 50 at a time", n, e, b, peak_rss_mb=peak, failed=failed,
+                   health_p99_ms=pct(0.99),
+                   note=f"vs {n:,} bare /health requests; {n / e:.0f} runs/s, {failed} failed, /health p50 "
+                        f"{pct(0.5):.1f} ms p99 {pct(0.99):.1f} ms, server peak RSS {peak:.0f} MB")  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # dynamic fan-out, chains, wide-and-deep, sleep-bound ---------------------------------------------
 
 
@@ -597,6 +685,7 @@ SCENARIOS = [
     Scenario("staleness", lambda repeat, quick: staleness(repeat, quick)),
     Scenario("fanout-s3", lambda repeat, quick: fanout_s3(repeat, quick)),
     Scenario("services", lambda repeat, quick: services(repeat, quick)),
+    Scenario("web", lambda repeat, quick: web_load(repeat, quick)),
     Scenario("fanout-dask", lambda repeat, quick: fanout_dask(repeat, quick)),
     Scenario("shapes", lambda repeat, quick: shapes(repeat, quick)),
     Scenario("scale", lambda repeat, quick: scale(repeat, quick)),

@@ -37,7 +37,7 @@ async def test_events_replay_for_every_reader_and_end_with_flow_finished(mem_sto
     assert sum(isinstance(e, events.TaskSucceeded) for e in late) == 6
     assert run.status == "succeeded" and result is not None and result.ran == 6
     assert run.snapshot() == {"status": "succeeded", "started": 6, "succeeded": 6, "skipped": 0, "failed": 0,
-                              "events": len(late)}  # fmt: skip
+                              "events": len(late), "limits": {}}  # fmt: skip
     wire = [msgspec.json.decode(msgspec.json.encode(e), type=events.Event) for e in late]
     assert wire == late
 
@@ -64,7 +64,9 @@ async def test_cancel_stops_running_bodies_and_ends_the_stream(mem_store) -> Non
             seen = [e async for e in run.events()]
     assert stopped == [1]
     assert run.status == "cancelled"
-    assert isinstance(seen[-1], events.FlowFinished) and not seen[-1].ok
+    assert isinstance(seen[-1], events.FlowFinished) and not seen[-1].ok and seen[-1].cancelled
+    assert seen[-1].duration > 0
+    assert run.snapshot()["status"] == "cancelled"
     assert not await af.Workflow(forever(), store=mem_store).is_complete(forever())
 
 

@@ -97,6 +97,25 @@ def test_missing_parameter_names_it_and_its_type() -> None:
         need()
 
 
+def test_msgspec_meta_bounds_are_checked_at_binding() -> None:
+    from typing import Annotated
+
+    import msgspec
+
+    @af.task
+    async def bounded(size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10,
+                      pause: Annotated[float, msgspec.Meta(ge=0, le=30)] = 0.1) -> int:  # fmt: skip
+        return size
+
+    assert bounded(size=100).params["size"] == 100
+    with pytest.raises(af.ParameterError, match=r"'size' expects int \(ge=1, le=100\), got 101 .*<= 100"):
+        bounded(size=101)
+    with pytest.raises(af.ParameterError, match=r"'pause' expects float \(ge=0, le=30\), got inf"):
+        bounded(pause=float("inf"))
+    with pytest.raises(af.ParameterError, match=r"'size' expects int \(ge=1, le=100\), got '0'.*>= 1"):
+        bounded.bind((), {"size": "0"}, strict=False)  # the command line's strings too
+
+
 def test_mistyped_parameter_names_param_type_and_value() -> None:
     with pytest.raises(af.ParameterError, match=r"parameter 'n' expects int, got 'abc' \(str\)") as e:
         get_data(n="abc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -23,21 +25,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextlib.contextmanager
+def _serve(tmp_path: Path, workers: int = 1, **env: str) -> Iterator[tuple[str, Path]]:
+    """uvicorn serving the example on 127.0.0.1 (a free port), its store in `tmp_path`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "ran.log"
     env = {**os.environ, "ASYNCFLOW_STORE": str(tmp_path / "data"), "ASYNCFLOW_WEB_LOG": str(log),
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
+           "PYTHONPATH": str(ROOT), **env}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "examples.web.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--workers", str(workers)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
@@ -48,11 +51,19 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.kill()
             pytest.fail(f"server did not start: {proc.stdout.read().decode() if proc.stdout else ''}")
         time.sleep(0.1)
-    yield url, log
-    proc.terminate()
-    proc.wait(10)
-    if proc.stdout:
-        proc.stdout.close()
+    try:
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with _serve(tmp_path) as served:
+        yield served
 
 
 async def _events(client: httpx.AsyncClient, url: str) -> list[dict]:
@@ -126,22 +137,80 @@ async def test_cancel_stops_the_run_promptly(server, tmp_path) -> None:
         r = await client.delete(f"/runs/{run_id}")
         assert time.perf_counter() - t < 10  # a hang bound: the body sleeps 30 s
         assert r.json()["status"] == "cancelled"
+        assert (await client.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
         events = await _events(client, f"/runs/{run_id}/events")
-    assert events[-1]["kind"] == "FlowFinished" and not events[-1]["ok"]
+    last = events[-1]
+    assert last["kind"] == "FlowFinished" and not last["ok"] and last["cancelled"] and last["duration"] >= 0.3
     assert not any(p.name.startswith("part") for p in (tmp_path / "data").glob("*/*"))  # nothing partial
 
 
-async def test_bad_requests_get_clear_4xx(server) -> None:
+async def test_bad_requests_get_clear_4xx_as_json_without_server_paths(server, tmp_path) -> None:
     url, _ = server
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        r = await client.post("/runs", json={"task": "nope"})
-        assert r.status_code == 404 and "unknown task 'nope'" in r.json()["detail"]
-        r = await client.post("/runs", json={"task": "score", "params": {"user": 3}})
-        assert r.status_code == 422 and "parameter 'user' expects str" in r.json()["detail"]
-        r = await client.post("/runs", json={"task": "score", "params": {"user": "a", "bogus": 1}})
-        assert r.status_code == 422 and "unknown parameter 'bogus'" in r.json()["detail"]
-        assert (await client.get("/runs/unknown")).status_code == 404
-        assert (await client.delete("/runs/unknown")).status_code == 404
+
+        async def error(status: int, body: Any) -> str:
+            r = await (client.post("/runs", json=body) if not isinstance(body, bytes) else
+                       client.post("/runs", content=body, headers={"content-type": "application/json"}))  # fmt: skip
+            assert r.status_code == status, r.text
+            text = r.json()["error"]
+            assert str(tmp_path) not in text
+            return text  # type: ignore[no-any-return]
+
+        assert "unknown task 'nope'" in await error(404, {"task": "nope"})
+        assert "parameter 'user' expects str" in await error(422, {"task": "score", "params": {"user": 3}})
+        assert "unknown parameter 'usr'" in await error(422, {"task": "score", "params": {"usr": "ann"}})
+        assert "unknown parameter 'bogus'" in await error(422, {"task": "score", "params": {"user": "a", "bogus": 1}})
+        assert "'size' expects int (ge=1, le=10000)" in await error(
+            422, {"task": "reference", "params": {"size": 4_000_000}}
+        )
+        assert "'steps'" in await error(422, {"task": "report", "params": {"user": "a", "steps": 20000}})
+        assert "'pause'" in await error(422, b'{"task": "report", "params": {"user": "a", "pause": 1e999}}')
+        assert "bad request body" in await error(422, {"params": {}})
+        for method in (client.get, client.delete):
+            r = await method("/runs/unknown")
+            assert r.status_code == 404 and "unknown run id" in r.json()["error"]
+        # a succeeded run whose target was deleted: 410 and what to do, no path, no bare 500
+        done = (await client.post("/runs?wait=true", json={"task": "score", "params": {"user": "gone"}})).json()
+        assert done["status"] == "succeeded" and done["output"]["user"] == "gone"
+        targets = list((tmp_path / "data" / "score").glob("*user=gone-*"))
+        assert len(targets) == 1
+        targets[0].unlink()
+        r = await client.get(f"/runs/{done['id']}")
+        assert r.status_code == 410 and "start it again" in r.json()["error"] and str(tmp_path) not in r.text
+
+
+def test_finished_runs_are_kept_a_bounded_number_then_answer_410(tmp_path: Path) -> None:
+    with _serve(tmp_path, WEB_KEEP_RUNS="3") as (url, _):
+        ids = [httpx.post(f"{url}/runs?wait=true", json={"task": "score", "params": {"user": f"k{i}"}},
+                          timeout=30).json()["id"] for i in range(5)]  # fmt: skip
+        answers = [httpx.get(f"{url}/runs/{run_id}", timeout=30) for run_id in ids]
+    assert [r.status_code for r in answers] == [410, 410, 200, 200, 200]
+    assert "no longer kept" in answers[0].json()["error"]
+
+
+def test_two_worker_processes_build_a_shared_node_once(tmp_path: Path) -> None:
+    with _serve(tmp_path, workers=2) as (url, log):
+
+        async def main() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+                async def one(i: int) -> None:
+                    r = await client.post("/runs?wait=true", json={"task": "score", "params": {"user": f"w{i}"}})
+                    out.append(r.json())
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(40):
+                        tg.start_soon(one, i)
+            return out
+
+        states = anyio.run(main)
+        pids = httpx.get(f"{url}/health", timeout=5)  # (still answering)
+    assert pids.status_code == 200
+    assert all(s["status"] == "succeeded" for s in states) and len(states) == 40, states
+    ran = log.read_text().split()
+    assert ran.count("reference[size=100]") == 1, ran  # one build for both workers
+    assert len([r for r in ran if r.startswith("score[")]) == 40
 
 
 async def test_a_client_that_disconnects_does_not_disturb_the_run(server) -> None:
@@ -176,4 +245,6 @@ def test_graph_page_draws_every_node_and_follows_the_run_in_chromium(server, tmp
     assert len(nodes) == 4  # report and its three parts: one element each
     assert all('data-status="ran"' in n for n in nodes)
     assert all("pending running ran" in n for n in nodes)  # each went through running, live
-    assert '<span id="status">done</span>' in dom
+    assert '<span id="status">succeeded</span>' in dom
+    assert dom.count("<line ") == 3  # report <- each part: the edges are drawn
+    assert all(f"</i>{word}</span>" in dom for word in ("pending", "running", "ran", "failed", "cancelled"))  # legend

@@ -1,14 +1,22 @@
 """asyncflow embedded in an async web service (FastAPI): runs over HTTP, live events, cancellation,
-and a live run page. Runs live in the app's own task group (its lifespan).
+and a live run page. Runs live in the app's own task group (its lifespan); finished runs are kept
+for a while (`WEB_KEEP_RUNS` runs, `WEB_KEEP_SECONDS` seconds), then answer 410.
 
-    uvicorn examples.web.app:app --port 8000        (extra `web`: fastapi, uvicorn)
+    uvicorn examples.web.app:app --port 8000 [--workers 4]        (extra `web`: fastapi, uvicorn)
+
+Several workers share one store: a node that requests in different workers need is built once
+(asyncflow's single flight across processes), and each worker's runs share its event loop's limits.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import uuid
+import re
+import secrets
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import escape
@@ -16,8 +24,9 @@ from typing import Any
 
 import anyio
 import msgspec
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 import asyncflow as af
@@ -26,6 +35,9 @@ from . import pipeline
 
 TASKS = {t.name: t for t in (pipeline.reference, pipeline.score, pipeline.report, pipeline.part)}
 STORE = os.environ.get("ASYNCFLOW_STORE", "./data")
+KEEP_RUNS = int(os.environ.get("WEB_KEEP_RUNS", "1000"))  # finished runs kept (newest first)...
+KEEP_SECONDS = float(os.environ.get("WEB_KEEP_SECONDS", "900"))  # ...and for at most this long
+MAX_ACTIVE = int(os.environ.get("WEB_MAX_ACTIVE", "2000"))  # runs pending or running at once: then 503
 
 
 class RunRequest(BaseModel):
@@ -33,23 +45,92 @@ class RunRequest(BaseModel):
     params: dict[str, Any] = {}
 
 
+class Entry:
+    __slots__ = ("finished", "flow", "handle")
+
+    def __init__(self, handle: af.RunHandle, flow: af.Workflow) -> None:
+        self.handle = handle
+        self.flow = flow
+        self.finished = 0.0  # when it ended (monotonic), 0 while it runs
+
+
+class Runs:
+    """The runs this worker knows: every active one, and the latest finished ones (bounded)."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.finished: OrderedDict[str, Entry] = OrderedDict()  # in order of ending
+        self.seq = itertools.count(1)
+        self.issued = 0
+
+    def add(self, handle: af.RunHandle, flow: af.Workflow) -> str:
+        self.prune()
+        if len(self.entries) - len(self.finished) >= MAX_ACTIVE:
+            raise HTTPException(503, f"too many runs in progress ({MAX_ACTIVE}); try again later")
+        self.issued = next(self.seq)
+        run_id = f"{self.issued:x}-{secrets.token_hex(6)}"
+        self.entries[run_id] = Entry(handle, flow)
+        return run_id
+
+    def ended(self, run_id: str) -> None:
+        entry = self.entries.get(run_id)
+        if entry is not None:
+            entry.finished = time.monotonic()
+            self.finished[run_id] = entry
+        self.prune()
+
+    def prune(self) -> None:
+        deadline = time.monotonic() - KEEP_SECONDS
+        while self.finished:
+            run_id, entry = next(iter(self.finished.items()))
+            if len(self.finished) <= KEEP_RUNS and entry.finished > deadline:
+                break
+            del self.finished[run_id], self.entries[run_id]
+
+    def get(self, run_id: str) -> Entry:
+        self.prune()
+        entry = self.entries.get(run_id)
+        if entry is not None:
+            return entry
+        seq = run_id.split("-", 1)[0]
+        if re.fullmatch(r"[0-9a-f]{1,16}", seq) and int(seq, 16) <= self.issued:
+            raise HTTPException(410, f"run {run_id} has ended and is no longer kept; start it again")
+        raise HTTPException(404, f"unknown run id {run_id!r}")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with anyio.create_task_group() as tg:  # every run belongs to the app
         app.state.tg = tg
-        app.state.runs = {}
+        app.state.runs = Runs()
         yield
         tg.cancel_scope.cancel()
 
 
 app = FastAPI(title="asyncflow web example", lifespan=lifespan)
 
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s:'\"()/]+/)+")  # a server path's folders (the last part stays)
 
-def _run(run_id: str) -> tuple[af.RunHandle, af.Workflow]:
-    try:
-        return app.state.runs[run_id]  # type: ignore[no-any-return]
-    except KeyError:
-        raise HTTPException(404, f"unknown run id {run_id!r}") from None
+
+def public(text: str) -> str:
+    """An error text without the server's paths (a client has no use for them)."""
+    return _PATH.sub("", text)
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": public(str(e.detail))}, status_code=e.status_code)
+
+
+@app.exception_handler(RequestValidationError)
+async def _bad_body(request: Request, e: RequestValidationError) -> JSONResponse:
+    where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+    return JSONResponse({"error": f"bad request body: {where}"}, status_code=422)
+
+
+@app.exception_handler(Exception)
+async def _internal(request: Request, e: Exception) -> JSONResponse:
+    return JSONResponse({"error": f"internal error ({type(e).__name__})"}, status_code=500)
 
 
 @app.get("/health")
@@ -58,83 +139,196 @@ async def health() -> dict[str, bool]:
 
 
 @app.post("/runs")
-async def start_run(body: RunRequest) -> dict[str, str]:
+async def start_run(body: RunRequest, wait: bool = False) -> dict[str, Any]:
+    """Start a run; its id at once, or with `?wait=true` its final state (with several workers a
+    run's state lives in the worker that started it: waiting needs no second request)."""
     task = TASKS.get(body.task)
     if task is None:
         raise HTTPException(404, f"unknown task {body.task!r}; known: {', '.join(sorted(TASKS))}")
-    try:
-        node = task.bind((), dict(body.params), strict=False)  # the task's own binding validates
+    try:  # the task's own binding: unknown names, types and bounds (msgspec Meta) -> 422 naming them
+        node = task.bind((), dict(body.params))
     except af.ParameterError as e:
         raise HTTPException(422, str(e)) from None
     flow = af.Workflow(node, store=STORE, execution_summary=False)
-    run_id = uuid.uuid4().hex
-    app.state.runs[run_id] = (flow.start(app.state.tg), flow)
+    runs: Runs = app.state.runs
+    handle = flow.start(app.state.tg)
+    run_id = runs.add(handle, flow)
+    app.state.tg.start_soon(_forget_when_done, runs, run_id, handle)
+    if wait:
+        await handle.wait()
+        return {"id": run_id, **(await get_run(run_id))}
     return {"id": run_id}
+
+
+async def _forget_when_done(runs: Runs, run_id: str, handle: af.RunHandle) -> None:
+    await handle.wait()
+    runs.ended(run_id)
 
 
 @app.get("/runs/{run_id}")
 async def get_run(run_id: str) -> dict[str, Any]:
-    run, flow = _run(run_id)
-    out = run.snapshot()
-    if run.status == "succeeded":
-        out["output"] = await flow.output()
+    entry = app.state.runs.get(run_id)
+    out = entry.handle.snapshot()
+    if "error" in out:
+        out["error"] = public(out["error"])
+    if entry.handle.status == "succeeded":
+        try:
+            out["output"] = await entry.flow.output()
+        except (af.TargetError, FileNotFoundError):
+            raise HTTPException(410, f"the output of run {run_id} is no longer in the store; start it again") from None
     return out
 
 
 @app.delete("/runs/{run_id}")
 async def cancel_run(run_id: str) -> dict[str, Any]:
-    run, _ = _run(run_id)
-    run.cancel()
-    with anyio.move_on_after(1):
-        await run.wait()
-    return run.snapshot()
+    handle = app.state.runs.get(run_id).handle
+    handle.cancel()
+    with anyio.move_on_after(5):
+        await handle.wait()
+    return handle.snapshot()
 
 
 @app.get("/runs/{run_id}/events")
 async def run_events(run_id: str) -> StreamingResponse:
-    run, _ = _run(run_id)
+    handle = app.state.runs.get(run_id).handle
 
     async def stream() -> AsyncIterator[bytes]:
-        async for event in run.events():  # from the start, then live, until FlowFinished
+        async for event in handle.events():  # from the start, then live, until FlowFinished
             yield b"data: " + msgspec.json.encode(event) + b"\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+# the live run page ------------------------------------------------------------------------------
+
+COLOURS = {"pending": "#e5e7eb", "running": "#fde68a", "ran": "#86efac", "skipped": "#cbd5e1",
+           "failed": "#fca5a5", "cancelled": "#fdba74"}  # fmt: skip
+BOX_W, BOX_H, GAP_X, GAP_Y = 190, 30, 60, 14
+
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>run {run_id}</title><style>
-body{{font:14px system-ui,sans-serif;margin:24px}} .node{{display:inline-block;margin:4px;padding:6px 10px;
-border-radius:6px;background:#e5e7eb}} .node[data-status=running]{{background:#fde68a}}
-.node[data-status=ran]{{background:#86efac}} .node[data-status=skipped]{{background:#cbd5e1}}
-.node[data-status=failed]{{background:#fca5a5}}</style></head><body>
-<h1>run {run_id}: <span id="status">{status}</span></h1><div id="graph">{nodes}</div>
+body{{font:14px system-ui,sans-serif;margin:24px}} svg text{{font:12px system-ui,sans-serif}}
+.legend span{{display:inline-block;margin-right:12px}} .legend i{{display:inline-block;width:12px;height:12px;
+margin-right:4px;border-radius:3px;vertical-align:-1px}} {css}</style></head><body>
+<h1>run {run_id}: <span id="status">{status}</span></h1>
+<p class="legend">{legend}</p>
+<div id="drawing">{svg}</div>
 <script>
-const byId = new Map([...document.querySelectorAll('.node')].map(e => [e.dataset.id, e]));
-function node(id) {{
-  if (!byId.has(id)) {{ const e = document.createElement('span'); e.className = 'node'; e.dataset.id = id;
-    e.dataset.status = 'pending'; e.textContent = id;
-    document.getElementById('graph').appendChild(e); byId.set(id, e); }}
+const seen = new Map();  // node id -> [status, history]: kept across redrawings
+let byId = new Map(), extra = 0;
+function index() {{
+  byId = new Map([...document.querySelectorAll('g.node')].map(g => [g.dataset.id, g]));
+  extra = 0;
+  for (const [id, [st, history]] of seen) {{ const g = node(id); g.dataset.status = st; g.dataset.history = history; }}
+}}
+function node(id) {{  // a dynamic child the plan did not show yet: drawn in a column of its own
+  if (!byId.has(id)) {{
+    const svg = document.querySelector('#drawing svg');
+    const g = document.createElementNS('http://www.w3.org/2000/svg', 'g');
+    const x = +svg.dataset.extra, y = 10 + extra++ * {step};
+    g.setAttribute('class', 'node'); g.dataset.id = id; g.dataset.status = 'pending';
+    g.innerHTML = `<rect x="${{x}}" y="${{y}}" width="{box_w}" height="{box_h}" rx="6"/>` +
+      `<text x="${{x + 8}}" y="${{y + 19}}"></text><title></title>`;
+    g.querySelector('text').textContent = id.length > 28 ? id.slice(0, 27) + '\u2026' : id;
+    g.querySelector('title').textContent = id;
+    svg.appendChild(g); byId.set(id, g);
+    svg.setAttribute('width', x + {box_w} + 10);
+    svg.setAttribute('height', Math.max(+svg.getAttribute('height'), y + {step}));
+  }}
   return byId.get(id);
 }}
+index();
 const status = {{TaskStarted: 'running', TaskSucceeded: 'ran', TaskSkipped: 'skipped', TaskFailed: 'failed'}};
 const source = new EventSource({events_url});
-source.onmessage = (m) => {{
+source.onmessage = async (m) => {{
   const e = JSON.parse(m.data);
-  if (e.kind === 'FlowFinished') {{ document.getElementById('status').textContent = e.ok ? 'done' : 'failed';
-    source.close(); return; }}
-  const el = node(e.node_id);
-  el.dataset.status = status[e.kind] || 'pending';
-  el.dataset.history = (el.dataset.history || 'pending') + ' ' + el.dataset.status;  // what it went through
+  if (e.kind === 'FlowFinished') {{
+    source.close();
+    for (const [id, v] of seen) if (v[0] === 'running') seen.set(id, ['cancelled', v[1] + ' cancelled']);
+    document.getElementById('status').textContent = e.cancelled ? 'cancelled' : (e.ok ? 'succeeded' : 'failed');
+    const r = await fetch({svg_url});  // drawn again: the dynamic children it found, with their edges
+    if (r.ok) {{ document.getElementById('drawing').innerHTML = await r.text(); }}
+    index();
+    return;
+  }}
+  if (!(e.kind in status)) return;  // TaskRetrying: it stays running
+  const before = seen.get(e.node_id) || ['pending', 'pending'];
+  seen.set(e.node_id, [status[e.kind], before[1] + ' ' + status[e.kind]]);  // what it went through
+  const g = node(e.node_id);
+  [g.dataset.status, g.dataset.history] = seen.get(e.node_id);
 }};
 </script></body></html>"""
 
 
+def _layers(preview: af.Preview) -> dict[str, int]:
+    """Each node's column: how many steps of upstream it has (sources on the left)."""
+    ups: dict[str, list[str]] = {n.id: [] for n in preview.nodes}
+    for up, down in preview.edges():
+        ups.setdefault(down.id, []).append(up.id)
+    depth: dict[str, int] = {}
+
+    def of(node_id: str) -> int:
+        if node_id not in depth:
+            depth[node_id] = 0  # (a cycle cannot be planned; this only guards the recursion)
+            depth[node_id] = 1 + max((of(u) for u in ups.get(node_id, ())), default=-1)
+        return depth[node_id]
+
+    for node_id in ups:
+        of(node_id)
+    return depth
+
+
 @app.get("/runs/{run_id}/graph", response_class=HTMLResponse)
 async def run_graph(run_id: str) -> str:
-    """The run's DAG with each node's live status (updated from the event stream; no CDN)."""
-    run, flow = _run(run_id)
+    """The run's DAG drawn in layers, upstream on the left, a legend, each node's status live from
+    the event stream (replayed from the start, so a finished run shows its final states). No CDN."""
+    entry = app.state.runs.get(run_id)
+    css = "".join(f"g.node[data-status={s}] rect{{fill:{c};stroke:#6b7280}}" for s, c in COLOURS.items())
+    legend = "".join(f'<span><i style="background:{c}"></i>{s}</span>' for s, c in COLOURS.items())
+    return PAGE.format(run_id=escape(run_id), status=entry.handle.status, legend=legend, css=css,
+                       svg=await _drawing(entry.flow), step=BOX_H + GAP_Y, box_w=BOX_W, box_h=BOX_H,
+                       events_url=json.dumps(f"/runs/{run_id}/events"),
+                       svg_url=json.dumps(f"/runs/{run_id}/graph.svg"))  # fmt: skip
+
+
+@app.get("/runs/{run_id}/graph.svg")
+async def run_drawing(run_id: str) -> HTMLResponse:
+    """The drawing alone, as the store knows the run now (dynamic children included once built)."""
+    return HTMLResponse(await _drawing(app.state.runs.get(run_id).flow), media_type="image/svg+xml")
+
+
+async def _drawing(flow: af.Workflow) -> str:
     preview = await flow.preview()
-    nodes = "".join(
-        f'<span class="node" data-id="{escape(n.id)}" data-status="pending">{escape(n.id)}</span>'
-        for n in preview.nodes
+    depth = _layers(preview)
+    columns: dict[int, list[str]] = {}
+    for node_id in sorted(depth, key=_natural):
+        columns.setdefault(depth[node_id], []).append(node_id)
+    pos = {nid: (10 + d * (BOX_W + GAP_X), 10 + i * (BOX_H + GAP_Y)) for d, ids in columns.items()
+           for i, nid in enumerate(ids)}  # fmt: skip
+    edges = "".join(
+        f'<line x1="{pos[u.id][0] + BOX_W}" y1="{pos[u.id][1] + BOX_H / 2}" x2="{pos[d.id][0]}" '
+        f'y2="{pos[d.id][1] + BOX_H / 2}" stroke="#9ca3af" marker-end="url(#arrow)"/>'
+        for u, d in preview.edges()
+        if u.id in pos and d.id in pos
     )
-    return PAGE.format(run_id=run_id, status=run.status, nodes=nodes, events_url=json.dumps(f"/runs/{run_id}/events"))
+    nodes = "".join(
+        f'<g class="node" data-id="{escape(nid)}" data-status="pending"><rect x="{x}" y="{y}" width="{BOX_W}" '
+        f'height="{BOX_H}" rx="6"/><text x="{x + 8}" y="{y + 19}">{escape(_short(nid))}</text>'
+        f"<title>{escape(nid)}</title></g>"
+        for nid, (x, y) in pos.items()
+    )
+    width = 20 + (max(columns, default=0) + 1) * (BOX_W + GAP_X)
+    height = 20 + max((len(ids) for ids in columns.values()), default=1) * (BOX_H + GAP_Y)
+    return (
+        f'<svg width="{width}" height="{height}" data-extra="{width}" xmlns="http://www.w3.org/2000/svg"><defs>'
+        '<marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
+        f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#6b7280"/></marker></defs>{edges}{nodes}</svg>'
+    )
+
+
+def _short(node_id: str) -> str:
+    return node_id if len(node_id) <= 28 else node_id[:27] + "…"
+
+
+def _natural(text: str) -> list[Any]:
+    """`leaf[i=2]` before `leaf[i=10]`."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
