@@ -194,7 +194,8 @@ _OUTSIDE = ("target changed outside asyncflow",)
 def _stale(st: NodeState, rerun_stale: bool, why: tuple[str, ...]) -> None:
     st.stale = True
     st.reasons = why
-    if rerun_stale:
+    own = st.node.task.rerun_stale  # the task's own choice wins over the workflow's
+    if own if own is not None else rerun_stale:
         st.status = TODO
     else:  # kept as it is: dependants see the output it has
         st.status = COMPLETE

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from ._targets import Target
 
+_GIVEN_BACK: set[str] = set()  # this process's S3 leases given back, not yet deleted (anyone here may retake them)
 FIRST_WAIT = 0.01  # seconds before a waiter looks again; doubled each time, up to MAX_WAIT
 MAX_WAIT = 0.5
 _HOLDER = f"{os.getpid()}-{secrets.token_hex(4)}".encode()
@@ -57,6 +58,7 @@ class Lease:
         if self.fd >= 0:
             _local.unlock(self.fd, self.offset)
         elif self.path:
+            _GIVEN_BACK.add(self.path)
             later.append(self)
 
 
@@ -92,7 +94,9 @@ class RunLeases:
             return
         by_store: dict[object, list[Lease]] = {}
         for lease in self.released:
-            by_store.setdefault(lease.target.store.key, []).append(lease)
+            if lease.path in _GIVEN_BACK:  # (not retaken by another run meanwhile)
+                _GIVEN_BACK.discard(lease.path)
+                by_store.setdefault(lease.target.store.key, []).append(lease)
         self.released = []
         for leases in by_store.values():
             try:
@@ -120,6 +124,10 @@ async def _object(target: Target, lease_seconds: float, tg: TaskGroup) -> Lease:
     path = lease_path(target)
     delay = FIRST_WAIT
     while not await store.create_exclusive(path, _HOLDER):
+        if path in _GIVEN_BACK:  # this process's own, given back by a run not yet ended: retake it
+            _GIVEN_BACK.discard(path)
+            await store.write(path, _HOLDER)
+            break
         age = await store.age(path)
         if age is not None and age > lease_seconds:  # its holder died: take it over
             log().warning("lease of a dead holder taken over", path=target.store.display(path), age=round(age, 1))

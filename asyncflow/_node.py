@@ -122,6 +122,9 @@ class Node(HasKey):
         if self._id is not None:
             return self._id
         params = self.params
+        fmt = getattr(self.task, "id_format", None)
+        if fmt is not None:  # `@af.task(id="{model}_{data}")`: fit_model[linear_probability_data_0]
+            return f"{self.task.name}[{fmt.format(**params)}]"
         if len(params) == 1:
             ((k, v),) = params.items()
             t = type(v)
@@ -146,7 +149,8 @@ class Node(HasKey):
     # graph --------------------------------------------------------------------------------
     @property
     def deps(self) -> tuple[Node, ...]:
-        """The static dependencies: nodes among the arguments, in order, without repeats."""
+        """The static dependencies: nodes among the arguments, in order, without repeats; then the
+        task's `after=` nodes (done first, their outputs not passed)."""
         if self._deps is None:
             seen: dict[Node, None] = {}
             for v in self.args.values():
@@ -155,6 +159,9 @@ class Node(HasKey):
                 elif isinstance(v, (list, tuple, dict)):
                     for n in iter_nodes(v):
                         seen[n] = None
+            if getattr(self.task, "after", None):
+                for n in self.task.after_nodes(self):
+                    seen[n] = None
             self._deps = tuple(seen)
         return self._deps
 

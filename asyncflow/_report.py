@@ -125,6 +125,18 @@ def report_html(result: Any) -> str:
         for r in records
     )
     note = f"<p>The drawings show {MAX_DRAWN} of {len(records)} nodes; the tables list them all.</p>"
+    limits = getattr(result, "limits", {})
+    limit_rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{v['size']}</td><td>{v['peak_borrowed']}</td><td>{v['peak_waiting']}</td></tr>"
+        for name, v in limits.items()
+    )
+    limit_table = (
+        "<h2>Limits</h2><p>Shared by every run of the event loop: the peaks are all runs' together.</p>"
+        '<table id="limits"><tr><th>pool</th><th>size</th><th>peak in use</th><th>peak waiting</th></tr>'
+        f"{limit_rows}</table>"
+        if limits
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>asyncflow run report</title><style>{_CSS}</style></head>
 <body>
@@ -143,6 +155,7 @@ def report_html(result: Any) -> str:
 <h2>Tasks</h2>
 <table id="tasks"><tr><th>task</th><th>count</th><th>total s</th><th>p50 s</th><th>p95 s</th><th>max s</th>
 <th>retries</th><th>failures</th></tr>{task_rows}</table>
+{limit_table}
 <h2>Nodes</h2>
 <table id="nodes"><tr><th>node</th><th>status</th><th>duration s</th><th>tries</th><th>error</th></tr>
 {node_rows}</table>

@@ -195,15 +195,17 @@ class Preview:
         status: dict[Node, str],
         children: dict[Node, list[Node]],
         reasons: dict[Node, list[str]] | None = None,
+        kept: set[Node] | None = None,
     ) -> None:
         self.roots = roots
         self.status = status
         self.children = children
         self.reasons = reasons or {}
+        self.kept = kept or set()  # STALE but kept (`rerun_stale=False`): a run will not rebuild them
 
     def label(self, node: Node) -> str:
         """`id STATUS`, then the reason in parentheses when it says more than "no target"."""
-        status = self.status[node]
+        status = "STALE (kept)" if node in self.kept else self.status[node]
         why = [r for r in self.reasons.get(node, ()) if r not in _PLAIN_REASONS]
         return f"{node.id} {status} ({'; '.join(why)})" if why else f"{node.id} {status}"
 

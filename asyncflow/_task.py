@@ -13,6 +13,7 @@ import inspect
 import itertools
 import re
 import reprlib
+import string
 import sys
 import typing
 from collections.abc import Callable
@@ -59,6 +60,9 @@ class Task(CodeBoundary):
         limit: str | int | None = None,
         version: str | None = None,
         executor: Any = None,
+        rerun_stale: bool | None = None,
+        id: str | None = None,
+        after: list[Any] | tuple[Any, ...] = (),
         _localns: dict[str, Any] | None = None,
     ) -> None:
         self.fn = fn
@@ -99,6 +103,10 @@ class Task(CodeBoundary):
         self.limit = limit
         self.version = None if version is None else str(version)
         self.executor = _check_executor(where, executor, self.kind)
+        # None: the workflow's `rerun_stale`; False keeps this task's stale targets (pytask's mark.persist)
+        self.rerun_stale = None if rerun_stale is None else _check(where, "rerun_stale", rerun_stale, bool)
+        self.id_format = _check_id_format(where, id, fn)
+        self.after = _check_after(where, after)
         for p in inspect.signature(fn).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise ParameterError(
@@ -252,7 +260,7 @@ class Task(CodeBoundary):
 
     def _node(self, params: dict[str, Any], args: dict[str, Any]) -> Node:
         try:
-            return Node(self, params, args)
+            node = Node(self, params, args)
         except (TypeError, RecursionError):
             for name, value in params.items():  # find the culprit for the message
                 try:
@@ -266,6 +274,41 @@ class Task(CodeBoundary):
                         param=name,
                     ) from None
             raise
+        if self.id_format is not None:
+            self._claim_id(node)
+        return node
+
+    def _claim_id(self, node: Node) -> None:
+        """With `id=`: one id, one node (two nodes with one id would share results keyed by id)."""
+        try:
+            node_id = node.id
+        except (KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
+            raise ParameterError(
+                f"task {self.name!r}: id format {self.id_format!r} cannot be filled from {node.params!r}: "
+                f"{type(e).__name__}: {e}",
+                task=self.name,
+                param="id",
+            ) from None
+        ids = self.__dict__.setdefault("_ids", {})  # id -> (key, params) of the node that has it
+        key, params = ids.setdefault(node_id, (node.key, node.params))
+        if key != node.key:
+            raise ParameterError(
+                f"task {self.name!r}: id {node_id!r} is given to two nodes, {params!r} and {node.params!r}; "
+                "make the id format name the parameters that tell them apart",
+                task=self.name,
+                param="id",
+            )
+
+    def after_nodes(self, node: Node) -> list[Node]:
+        """The nodes `after=` names for `node`: a node as given, a task bound with `node`'s parameters
+        of the same names (as `af.depends` does)."""
+        out = []
+        for a in self.after:
+            if isinstance(a, Node):
+                out.append(a)
+            else:
+                out.append(a.bind((), {k: v for k, v in node.params.items() if k in a.spec.accepts}))
+        return out
 
     def _missing(self, p: Param, rest: dict[str, Any]) -> ParameterError:
         unknown = {k: v for k, v in rest.items() if k not in self.spec.accepts}
@@ -362,6 +405,9 @@ def task(
     limit: str | int | None = None,
     version: str | None = None,
     executor: Any = None,
+    rerun_stale: bool | None = None,
+    id: str | None = None,
+    after: list[Any] | tuple[Any, ...] = (),
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -372,6 +418,40 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if not callable(fn):
         raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
     return Task(fn, _localns=_caller_locals(), **options).live()
+
+
+def _check_after(task: str, after: Any) -> tuple[Any, ...]:
+    """`after=[setup_db, node, ...]`: tasks or nodes that must be done first (no data passed)."""
+    items = tuple(after) if isinstance(after, (list, tuple)) else None
+    if items is None or not all(isinstance(a, (Task, Node)) for a in items):
+        raise ParameterError(
+            f"task {task!r}: after must be a list of tasks or nodes, got {after!r}", task=task, param="after"
+        )
+    return items
+
+
+def _check_id_format(task: str, fmt: str | None, fn: Callable[..., Any]) -> str | None:
+    """`id="{model}_{data}"`: a format over the task's own parameters (checked at decoration)."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, str) or not fmt.strip():
+        raise ParameterError(f"task {task!r}: id must be a format string such as '{{model}}_{{data}}', got {fmt!r}",
+                             task=task, param="id")  # fmt: skip
+    names = set(inspect.signature(fn).parameters)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
+    except ValueError as e:
+        raise ParameterError(f"task {task!r}: id format {fmt!r} is malformed: {e}", task=task, param="id") from None
+    for field in fields:
+        name = re.split(r"[.\[!:]", field, maxsplit=1)[0]
+        if name not in names:
+            raise ParameterError(
+                f"task {task!r}: id format {fmt!r} names {name or field!r}, which is not a parameter; "
+                f"it has {', '.join(sorted(names)) or 'none'}",
+                task=task,
+                param="id",
+            )
+    return fmt
 
 
 def _caller_locals() -> dict[str, Any] | None:

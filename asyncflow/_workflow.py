@@ -177,7 +177,8 @@ class Workflow:
             status[st.node] = st.shown
             if st.status != COMPLETE or st.stale:
                 why[st.node] = await run.explain(st)
-        return Preview(roots, status, children, why)
+        kept = {st.node for st in run.states.values() if st.stale and st.status == COMPLETE}
+        return Preview(roots, status, children, why, kept)
 
     async def explain(self, what: Any = None, **options: Any) -> dict[str, list[str]]:
         """`{node id: [reasons]}` for every node a run would build, as data: "no target", "code of
@@ -250,13 +251,21 @@ class Workflow:
         task_group.start_soon(handle.main)
         return handle
 
-    async def reset(self, what: Any = None) -> list[str]:
+    async def reset(self, what: Any = None, *, downstream: bool = False, upstream: bool = False) -> list[str]:
         """Delete the targets of a task's (or these nodes') nodes in this flow, and their records;
-        returns the paths of the targets that were there."""
+        with `downstream=True` those of every node of the flow that depends on them too, with
+        `upstream=True` those of everything they depend on (d6tflow's reset_downstream /
+        reset_upstream). Returns the paths of the targets that were there."""
         if isinstance(what, Task):
             nodes = [n for n in self.nodes() if n.task is what] or [self._bind_task(what)]
         else:
             nodes = self._nodes(what)
+        chosen = dict.fromkeys(nodes)
+        if upstream:
+            chosen.update(dict.fromkeys(self.nodes(nodes)))
+        if downstream:
+            chosen.update(dict.fromkeys(self._downstream(nodes)))
+        nodes = [n for n in chosen if not n.task.is_external]
         by_folder: dict[Any, tuple[Any, str, list[Target]]] = {}
         for n in nodes:
             self._values.pop(n, None)
@@ -274,6 +283,21 @@ class Workflow:
             await forget(store, folder, {t.name for t in targets})
             shown.extend(t.path for t in there)
         return shown
+
+    def _downstream(self, nodes: list[Node]) -> list[Node]:
+        """The flow's nodes that depend on any of `nodes`, directly or not."""
+        users: dict[Node, list[Node]] = {}
+        for n in self.nodes():
+            for up in (*n.deps, *self._children.get(n, ())):
+                users.setdefault(up, []).append(n)
+        seen: dict[Node, None] = {}
+        stack = list(nodes)
+        while stack:
+            for user in users.get(stack.pop(), ()):
+                if user not in seen:
+                    seen[user] = None
+                    stack.append(user)
+        return list(seen)
 
     def target(self, what: Any = None) -> Target | None:
         """A node's (or a task's single node's) target under this workflow's store."""
@@ -305,8 +329,10 @@ class Workflow:
         return await self._read(nodes[0])
 
     async def outputs(self, what: Any = None) -> dict[str, Any]:
-        """`{node id: output}` for a task's nodes in this flow (or for the given nodes)."""
-        return {n.id: await self._read(n) for n in self._nodes(what)}
+        """`{node id: output}` for a task's nodes in this flow (or for the given nodes); with no
+        argument, of every node of the flow (d6tflow's outputLoadAll), upstream first."""
+        nodes = list(reversed(self.nodes())) if what is None else self._nodes(what)
+        return {n.id: await self._read(n) for n in nodes}
 
     async def is_complete(self, node: Node) -> bool:
         """Whether `node` would be skipped by a run of this workflow."""
@@ -324,7 +350,20 @@ class WorkflowMulti:
     def __init__(self, task: Task, params: dict[str, Any] | list[dict[str, Any]], **options: Any) -> None:
         self.workflows = {name: Workflow(task, p, **options) for name, p in _flow_params(task, params).items()}
 
-    async def _each(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def flow(self, name: str) -> Workflow:
+        """One of the flows, by name."""
+        try:
+            return self.workflows[name]
+        except KeyError:
+            raise ParameterError(
+                f"no flow named {name!r} in this WorkflowMulti; it has {', '.join(map(repr, self.workflows))}",
+                param="flow",
+            ) from None
+
+    async def _each(self, method: str, *args: Any, flow: str | None = None, **kwargs: Any) -> Any:
+        """`method` on every flow (`{name: answer}`), or on the one named `flow` (its answer alone)."""
+        if flow is not None:
+            return await getattr(self.flow(flow), method)(*args, **kwargs)
         out: dict[str, Any] = {}
         errors: list[FlowFailed] = []
 
@@ -339,20 +378,21 @@ class WorkflowMulti:
             raise FlowFailed(errors[0].result, [x for e in errors for x in e.errors])
         return {name: out[name] for name in self.workflows}
 
-    async def run(self, what: Any = None, **kwargs: Any) -> dict[str, RunResult]:
-        return await self._each("run", what, **kwargs)
+    async def run(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
+        """`{name: RunResult}`, or the one flow's RunResult with `flow="name"`."""
+        return await self._each("run", what, flow=flow, **kwargs)
 
-    async def preview(self, what: Any = None, **kwargs: Any) -> dict[str, Preview]:
-        return await self._each("preview", what, **kwargs)
+    async def preview(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
+        return await self._each("preview", what, flow=flow, **kwargs)
 
-    async def reset(self, what: Any = None) -> dict[str, list[str]]:
-        return await self._each("reset", what)
+    async def reset(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
+        return await self._each("reset", what, flow=flow, **kwargs)
 
-    async def output(self, what: Any = None) -> dict[str, Any]:
-        return await self._each("output", what)
+    async def output(self, what: Any = None, *, flow: str | None = None) -> Any:
+        return await self._each("output", what, flow=flow)
 
-    async def outputs(self, what: Any = None) -> dict[str, dict[str, Any]]:
-        return await self._each("outputs", what)
+    async def outputs(self, what: Any = None, *, flow: str | None = None) -> Any:
+        return await self._each("outputs", what, flow=flow)
 
 
 DAGS = Registry("DAG", "label")

@@ -144,7 +144,7 @@ async def test_rerun_stale_false_keeps_stale_outputs(store) -> None:
         return 1
 
     flow = af.Workflow(kept(), store=store, rerun_stale=False)
-    assert str(await flow.preview()) == "└─ kept STALE (version 1 -> 2)"
+    assert str(await flow.preview()) == "└─ kept STALE (kept) (version 1 -> 2)"
     assert (await flow.run()).ran == 0
     assert (await flow.run()).ran == 0
     assert (await af.Workflow(kept(), store=store).run()).ran == 1

@@ -135,3 +135,17 @@ async def test_limit_statistics_in_the_snapshot_and_the_result(mem_store) -> Non
     result = await handle.wait()
     assert result is not None
     assert result.limits["stats"]["peak_borrowed"] == 2 and result.limits["stats"]["borrowed"] == 0
+
+
+async def test_the_run_report_shows_the_pools_it_used(mem_store, tmp_path) -> None:
+    @af.task(persist=False, limit="report_pool")
+    async def lim_reported(i: int) -> int:
+        await anyio.sleep(0.005)
+        return i
+
+    result = await af.Workflow([lim_reported(i=i) for i in range(6)], store=mem_store,
+                               limits={"report_pool": 2}).run()  # fmt: skip
+    result.write_report(str(tmp_path / "r.html"))
+    html = (tmp_path / "r.html").read_text()
+    row = html.split('<table id="limits">')[1].split("</table>")[0]
+    assert "<td>report_pool</td><td>2</td><td>2</td><td>4</td>" in row  # size, peak in use, peak waiting

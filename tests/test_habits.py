@@ -1,0 +1,193 @@
+"""What the peers' users reach for (issue 20, API.md section 12): readable ids, kept costly tasks,
+d6tflow's reset downstream / upstream, outputLoadAll and one flow of a WorkflowMulti, ordering
+without data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import asyncflow as af
+
+pytestmark = pytest.mark.anyio
+
+
+# readable ids (pytask's `ids`) ---------------------------------------------------------------
+
+
+@af.task(id="{model}_{data}")
+async def fit_model(model: str, data: str, scale: int = 1) -> str:
+    return f"{model} on {data} x{scale}"
+
+
+async def test_an_id_format_gives_readable_ids_and_selects_by_them(store: str) -> None:
+    node = fit_model(model="linear_probability", data="data_0")
+    assert node.id == "fit_model[linear_probability_data_0]"
+    flow = af.Workflow([node, fit_model(model="logit", data="data_1")], store=store)
+    result = await flow.run()
+    assert set(result.records) == {"fit_model[linear_probability_data_0]", "fit_model[logit_data_1]"}
+    assert await flow.output(node) == "linear_probability on data_0 x1"
+
+
+def test_two_nodes_with_one_id_are_a_parameter_error_at_binding() -> None:
+    fit_model(model="m", data="d")
+    with pytest.raises(af.ParameterError, match=r"id 'fit_model\[m_d\]' is given to two nodes.*'scale': 2"):
+        fit_model(model="m", data="d", scale=2)
+
+
+def test_an_id_format_naming_no_parameter_fails_at_decoration() -> None:
+    with pytest.raises(af.ParameterError, match=r"id format '\{modl\}' names 'modl', which is not a parameter"):
+
+        @af.task(id="{modl}")
+        async def bad_id(model: str) -> str:
+            return model
+
+
+def test_the_command_line_selects_by_the_readable_id(tmp_path: Path) -> None:
+    (tmp_path / "pipe.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncflow as af
+
+            @af.task(id="{model}_{data}")
+            async def cli_fit(model: str, data: str) -> str:
+                return model + data
+
+            flow = af.Workflow([cli_fit(model=m, data=d) for m in ("linear_probability", "logit")
+                                for d in ("data_0", "data_1")])
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, "-m", "asyncflow", "run", "pipe.py:flow", "-k", "linear_probability_data_0",
+                          "--store", str(tmp_path / "s")], cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "s" / "cli_fit").glob("*.json")) == [
+        "data=data_0,model=linear_probability"
+    ]
+
+
+# kept costly tasks (pytask's mark.persist) ------------------------------------------------------
+
+
+async def test_a_task_with_rerun_stale_false_keeps_its_target_when_its_code_changes(store: str) -> None:
+    runs = []
+
+    @af.task(rerun_stale=False, version="1")
+    async def costly() -> int:
+        runs.append(1)
+        return 1
+
+    @af.task
+    async def uses(x: int = af.depends(costly)) -> int:
+        return x + 1
+
+    await af.Workflow(uses(), store=store).run()
+
+    @af.task(rerun_stale=False, version="2")  # its code changed: kept anyway
+    async def costly() -> int:  # noqa: F811
+        runs.append(2)
+        return 2
+
+    flow = af.Workflow(uses(), store=store)
+    shown = str(await flow.preview())
+    assert "costly STALE (kept) (code of costly changed; version 1 -> 2)" in shown and "uses COMPLETE" in shown
+    assert (await flow.run()).ran == 0 and runs == [1]
+    await flow.reset(costly)  # missing: rebuilt
+    assert (await flow.run()).ran == 2 and runs == [1, 2]
+    assert await flow.output() == 3
+
+
+async def test_force_rebuilds_a_kept_task(store: str) -> None:
+    @af.task(rerun_stale=False, version="1", name="forced_keep")
+    async def forced_keep() -> int:
+        return 1
+
+    await af.Workflow(forced_keep(), store=store).run()
+
+    @af.task(rerun_stale=False, version="2", name="forced_keep")
+    async def forced_keep() -> int:  # noqa: F811
+        return 2
+
+    flow = af.Workflow(forced_keep(), store=store)
+    assert (await flow.run(force=[forced_keep])).ran == 1
+    assert await flow.output() == 2
+
+
+# d6tflow's workflow habits -------------------------------------------------------------------
+
+
+@af.task
+async def h_get(n: int = 3) -> list[int]:
+    return list(range(n))
+
+
+@af.task
+async def h_prep(data: list[int] = af.depends(h_get)) -> list[int]:
+    return [2 * x for x in data]
+
+
+@af.task
+async def h_train(data: list[int] = af.depends(h_prep)) -> int:
+    return sum(data)
+
+
+async def test_reset_downstream_and_upstream(store: str) -> None:
+    flow = af.Workflow(h_train(), store=store)
+    await flow.run()
+    gone = await flow.reset(h_prep, downstream=True)
+    assert sorted(p.split("/")[-2] for p in gone) == ["h_prep", "h_train"]
+    assert (await flow.preview()).by_id() == {"h_train[n=3]": "PENDING", "h_prep[n=3]": "PENDING",
+                                               "h_get[n=3]": "COMPLETE"}  # fmt: skip
+    await flow.run()
+    gone = await flow.reset(h_prep, upstream=True)
+    assert sorted(p.split("/")[-2] for p in gone) == ["h_get", "h_prep"]
+    assert (await flow.run()).ran == 2  # h_get and h_prep; h_train's inputs came back the same
+
+
+async def test_outputs_with_no_argument_loads_every_output_of_the_flow(store: str) -> None:
+    flow = af.Workflow(h_train(n=2), store=store)
+    await flow.run()
+    assert await flow.outputs() == {"h_get[n=2]": [0, 1], "h_prep[n=2]": [0, 2], "h_train[n=2]": 2}
+
+
+async def test_one_flow_of_a_workflow_multi(store: str) -> None:
+    multi = af.WorkflowMulti(h_train, {"flow1": {"n": 1}, "flow2": {"n": 4}}, store=store)
+    result = await multi.run(flow="flow1")
+    assert isinstance(result, af.RunResult) and result.ran == 3
+    assert await multi.output(flow="flow1") == 0
+    assert (await multi.preview(flow="flow2"))["h_train[n=4]"] == "PENDING"  # not run
+    with pytest.raises(af.ParameterError, match=r"no flow named 'flow3'.*'flow1', 'flow2'"):
+        await multi.run(flow="flow3")
+
+
+# ordering without data (pytask's `after`) ------------------------------------------------------
+
+
+async def test_after_runs_first_and_passes_nothing(store: str) -> None:
+    order: list[str] = []
+
+    @af.task
+    async def setup_db(n: int = 1) -> str:
+        order.append(f"setup {n}")
+        return "ready"
+
+    @af.task(after=[setup_db])
+    async def load(n: int) -> int:
+        order.append(f"load {n}")
+        return n
+
+    flow = af.Workflow([load(n=1), load(n=2)], store=store)
+    result = await flow.run()
+    assert sorted(order) == ["load 1", "load 2", "setup 1", "setup 2"]  # bound like af.depends: one per n
+    assert order.index("setup 1") < order.index("load 1") and order.index("setup 2") < order.index("load 2")
+    assert result.ran == 4 and await flow.output(load(n=2)) == 2
+    assert "setup_db[n=2]" in (await flow.preview()).by_id()  # shown upstream of load[n=2]
+    with pytest.raises(af.ParameterError, match=r"after must be a list of tasks or nodes"):
+
+        @af.task(after=setup_db)  # type: ignore[arg-type]
+        async def bad_after() -> int:
+            return 1
