@@ -7,12 +7,13 @@ README's "Design" section says who owns what):
     L2 model     _registry  _node  _params  _task
     L3 graph     _graph  _fingerprint
     L4 run       _limits  _pool  _records  _leases  _inventory  _emitter  _dask  _execute  _scheduler
-    L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _map
-    L6 surface   __init__  cli  __main__  testing
+    L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _multi  _map  _catalog
+    L6 surface   __init__  _loading  cli  __main__  testing
 """
 
 from . import events as events
 from ._background import RunHandle as RunHandle
+from ._catalog import Catalog as Catalog
 from ._dask import DaskExecutor as DaskExecutor
 from ._errors import AsyncflowError as AsyncflowError
 from ._errors import CycleError as CycleError
@@ -25,6 +26,7 @@ from ._errors import TargetError as TargetError
 from ._errors import TaskFailed as TaskFailed
 from ._formats import Format as Format
 from ._map import map as map
+from ._multi import WorkflowMulti as WorkflowMulti
 from ._node import Node as Node
 from ._node import gather as gather
 from ._params import depends as depends
@@ -40,11 +42,11 @@ from ._task import external as external
 from ._task import task as task
 from ._workflow import DAG as DAG
 from ._workflow import Workflow as Workflow
-from ._workflow import WorkflowMulti as WorkflowMulti
 from ._workflow import run as run
 
 __all__ = [
     "DAG",
+    "Catalog",
     "AsyncflowError",
     "CycleError",
     "DaskExecutor",

@@ -195,9 +195,13 @@ async def _execute(run: Running, st: NodeState) -> None:
             if await run.inventory.built_elsewhere(st, target):
                 await run.finish(st, COMPLETE)  # another run of this process built it meanwhile
                 return
-        if target is not None:
-            lease = await run.leases.take(target, run.pool.tg)
-            if lease is not None and not st.forced and await run.inventory.built_elsewhere(st, target, anyone=True):
+        if target is not None and run.leases.enabled:
+
+            async def built() -> bool:
+                return not st.forced and await run.inventory.built_elsewhere(st, target, anyone=True)
+
+            lease = await run.leases.take(target, run.pool.tg, built)
+            if lease is not None and (lease.elsewhere or await built()):
                 await run.finish(st, COMPLETE)  # another process built it (its lease kept us waiting)
                 return
         deps = st.deps

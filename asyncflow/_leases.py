@@ -10,8 +10,9 @@ the holder, it is used, not rebuilt. Two kinds, by store:
   clean up. (Processes must see one kernel's locks: one machine, or an NFS with working locks.)
 - S3: an object `.asyncflow/{target}.lease` made by a conditional PUT (`If-None-Match: *`): only one
   writer can create it. Its holder rewrites it every third of `lease_seconds` while the body runs;
-  one older than `lease_seconds` belongs to a dead holder and is taken over. Released leases are
-  deleted together when the run ends (one request per 1,000).
+  one older than `lease_seconds` belongs to a dead holder and is taken over. Leases given back are
+  deleted together a moment later (one request per 1,000); a waiter also looks at the target
+  while it waits, and uses it once built.
 
 Other stores (memory: one process's; other fsspec filesystems: no atomic create) have single flight
 within a process only.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -42,10 +44,11 @@ _HOLDER = f"{os.getpid()}-{secrets.token_hex(4)}".encode()
 class Lease:
     """A node's lease, held by this process until `release()`."""
 
-    __slots__ = ("fd", "offset", "path", "renewing", "target")
+    __slots__ = ("elsewhere", "fd", "offset", "path", "renewing", "target")
 
-    def __init__(self, target: Target, fd: int = -1, offset: int = 0, path: str = "") -> None:
+    def __init__(self, target: Target, fd: int = -1, offset: int = 0, path: str = "", elsewhere: bool = False) -> None:
         self.target = target
+        self.elsewhere = elsewhere  # no lease: another process built the node while this one waited
         self.fd = fd
         self.offset = offset
         self.path = path
@@ -62,31 +65,49 @@ class Lease:
             later.append(self)
 
 
+Built = Callable[[], Awaitable[bool]]
+"""Whether the node's target is now there, built by another process for what this run needs."""
+
+FLUSH_AFTER = 0.05  # seconds: S3 leases given back meanwhile are deleted together (one request per 1,000)
+
+
 class RunLeases:
     """A run's leases: taken before a body runs (`single_flight="store"`), given back after it."""
 
-    __slots__ = ("enabled", "released", "seconds")
+    __slots__ = ("enabled", "flushing", "released", "seconds", "tg")
 
     def __init__(self, enabled: bool, seconds: float) -> None:
         self.enabled = enabled
         self.seconds = seconds
-        self.released: list[Lease] = []  # S3 leases given back: deleted when the run ends
+        self.released: list[Lease] = []  # S3 leases given back, about to be deleted
+        self.flushing = False
+        self.tg: TaskGroup | None = None
 
-    async def take(self, target: Target, tg: TaskGroup) -> Lease | None:
-        """The node's lease, once this process has it (None where the store has none). Then look at
-        the target again before building: another process may have built it while this one
-        waited, or since this run listed it."""
+    async def take(self, target: Target, tg: TaskGroup, built: Built) -> Lease | None:
+        """The node's lease, once this process has it (None where the store has none); one marked
+        `elsewhere` when `built()` says another process built the node while this one waited. With
+        a lease, look at the target again before building: it may have been built since this run
+        listed it."""
         if not self.enabled:
             return None
         how = target.store.backend.lease_kind()
         if how == "lock":
             return await _lock(target)
         if how == "object":
-            return await _object(target, self.seconds, tg)
+            self.tg = tg
+            return await _object(target, self.seconds, tg, built)
         return None
 
     def give_back(self, lease: Lease) -> None:
         lease.release(self.released)
+        if self.released and not self.flushing and self.tg is not None:
+            self.flushing = True
+            self.tg.start_soon(self._flush_soon)
+
+    async def _flush_soon(self) -> None:
+        await anyio.sleep(FLUSH_AFTER)
+        self.flushing = False
+        await self.drop()
 
     async def drop(self) -> None:
         """Delete the lease objects given back (best effort: one left behind only expires)."""
@@ -119,7 +140,7 @@ def lease_path(target: Target) -> str:
     return f"{target.folder}/{_local.SEGMENTS}/{target.name}.lease"
 
 
-async def _object(target: Target, lease_seconds: float, tg: TaskGroup) -> Lease:
+async def _object(target: Target, lease_seconds: float, tg: TaskGroup, built: Built) -> Lease:
     store = target.store
     path = lease_path(target)
     delay = FIRST_WAIT
@@ -129,12 +150,14 @@ async def _object(target: Target, lease_seconds: float, tg: TaskGroup) -> Lease:
             await store.write(path, _HOLDER)
             break
         age = await store.age(path)
-        if age is not None and age > lease_seconds:  # its holder died: take it over
+        if age is not None and age > lease_seconds + 1:  # its holder died (S3 times are whole seconds)
             log().warning("lease of a dead holder taken over", path=target.store.display(path), age=round(age, 1))
             await store.delete([path])
             continue
         if age is None:
             continue  # released meanwhile: try again at once
+        if await built():
+            return Lease(target, elsewhere=True)  # the holder built it (its lease not deleted yet)
         await anyio.sleep(delay)
         delay = min(delay * 2, MAX_WAIT)
     lease = Lease(target, path=path)

@@ -275,29 +275,8 @@ class Task(CodeBoundary):
                     ) from None
             raise
         if self.id_format is not None:
-            self._claim_id(node)
+            _claim_id(self, node)
         return node
-
-    def _claim_id(self, node: Node) -> None:
-        """With `id=`: one id, one node (two nodes with one id would share results keyed by id)."""
-        try:
-            node_id = node.id
-        except (KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
-            raise ParameterError(
-                f"task {self.name!r}: id format {self.id_format!r} cannot be filled from {node.params!r}: "
-                f"{type(e).__name__}: {e}",
-                task=self.name,
-                param="id",
-            ) from None
-        ids = self.__dict__.setdefault("_ids", {})  # id -> (key, params) of the node that has it
-        key, params = ids.setdefault(node_id, (node.key, node.params))
-        if key != node.key:
-            raise ParameterError(
-                f"task {self.name!r}: id {node_id!r} is given to two nodes, {params!r} and {node.params!r}; "
-                "make the id format name the parameters that tell them apart",
-                task=self.name,
-                param="id",
-            )
 
     def after_nodes(self, node: Node) -> list[Node]:
         """The nodes `after=` names for `node`: a node as given, a task bound with `node`'s parameters
@@ -418,6 +397,28 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if not callable(fn):
         raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
     return Task(fn, _localns=_caller_locals(), **options).live()
+
+
+def _claim_id(task: Task, node: Node) -> None:
+    """With `id=`: one id, one node (two nodes with one id would share results keyed by id)."""
+    try:
+        node_id = node.id
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
+        raise ParameterError(
+            f"task {task.name!r}: id format {task.id_format!r} cannot be filled from {node.params!r}: "
+            f"{type(e).__name__}: {e}",
+            task=task.name,
+            param="id",
+        ) from None
+    ids = task.__dict__.setdefault("_ids", {})  # id -> (key, params) of the node that has it
+    key, params = ids.setdefault(node_id, (node.key, node.params))
+    if key != node.key:
+        raise ParameterError(
+            f"task {task.name!r}: id {node_id!r} is given to two nodes, {params!r} and {node.params!r}; "
+            "make the id format name the parameters that tell them apart",
+            task=task.name,
+            param="id",
+        )
 
 
 def _check_after(task: str, after: Any) -> tuple[Any, ...]:

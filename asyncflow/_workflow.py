@@ -4,8 +4,6 @@ runner that `await node` uses outside any flow is registered here."""
 from __future__ import annotations
 
 import difflib
-import functools
-import itertools
 import sys
 import time
 from typing import Any, ClassVar
@@ -17,7 +15,6 @@ import sniffio
 from . import _context
 from . import events as ev
 from ._background import RunHandle
-from ._concurrent import run_all
 from ._errors import FlowFailed, ParameterError, TargetError, TaskFailed
 from ._graph import COMPLETE, DONE, MISSING, OK, UNSET
 from ._node import Node, iter_nodes, replace_nodes
@@ -31,7 +28,7 @@ from ._targets import Target, target_for
 from ._task import REGISTRY, Task
 
 
-def _did_you_mean(name: str, known: list[str]) -> str:
+def did_you_mean(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -53,7 +50,7 @@ def _task_names(items: Any, flow: Workflow) -> set[str]:
                 tasks = sorted({n.task.name for n in flow.nodes()} if flow.roots else set())
                 raise ParameterError(
                     f"force names an unknown task {t!r}; this flow's tasks: {', '.join(tasks) or 'none'}"
-                    f"{_did_you_mean(t, tasks or REGISTRY.names())}",
+                    f"{did_you_mean(t, tasks or REGISTRY.names())}",
                     task=t,
                     param="force",
                 )
@@ -92,7 +89,7 @@ class Workflow:
                 which = tasks[0].name if len(tasks) == 1 else "the flow's tasks"
                 raise ParameterError(
                     f"workflow parameter {name!r} is not accepted by {which}; it accepts "
-                    f"{', '.join(accepted) or 'no parameters'}{_did_you_mean(name, accepted)}",
+                    f"{', '.join(accepted) or 'no parameters'}{did_you_mean(name, accepted)}",
                     task=tasks[0].name if len(tasks) == 1 else None,
                     param=name,
                 )
@@ -340,103 +337,8 @@ class Workflow:
         return run.state(node).status == COMPLETE and not run.state(node).stale
 
 
-class WorkflowMulti:
-    """The same task over several parameter sets; every method answers `{name: ...}`.
-
-    `params` is `{name: params}` (d6tflow's form), a grid `{parameter: [values...]}` (one flow per
-    combination, named by its values: `"model=lr,scale=1"`), or a list of parameter dicts (named by
-    their values too). Anything else, or a mix, is a `ParameterError`."""
-
-    def __init__(self, task: Task, params: dict[str, Any] | list[dict[str, Any]], **options: Any) -> None:
-        self.workflows = {name: Workflow(task, p, **options) for name, p in _flow_params(task, params).items()}
-
-    def flow(self, name: str) -> Workflow:
-        """One of the flows, by name."""
-        try:
-            return self.workflows[name]
-        except KeyError:
-            raise ParameterError(
-                f"no flow named {name!r} in this WorkflowMulti; it has {', '.join(map(repr, self.workflows))}",
-                param="flow",
-            ) from None
-
-    async def _each(self, method: str, *args: Any, flow: str | None = None, **kwargs: Any) -> Any:
-        """`method` on every flow (`{name: answer}`), or on the one named `flow` (its answer alone)."""
-        if flow is not None:
-            return await getattr(self.flow(flow), method)(*args, **kwargs)
-        out: dict[str, Any] = {}
-        errors: list[FlowFailed] = []
-
-        async def one(name: str, flow: Workflow) -> None:
-            try:
-                out[name] = await getattr(flow, method)(*args, **kwargs)
-            except FlowFailed as e:
-                errors.append(e)
-
-        await run_all([functools.partial(one, name, flow) for name, flow in self.workflows.items()])
-        if errors:
-            raise FlowFailed(errors[0].result, [x for e in errors for x in e.errors])
-        return {name: out[name] for name in self.workflows}
-
-    async def run(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
-        """`{name: RunResult}`, or the one flow's RunResult with `flow="name"`."""
-        return await self._each("run", what, flow=flow, **kwargs)
-
-    async def preview(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
-        return await self._each("preview", what, flow=flow, **kwargs)
-
-    async def reset(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
-        return await self._each("reset", what, flow=flow, **kwargs)
-
-    async def output(self, what: Any = None, *, flow: str | None = None) -> Any:
-        return await self._each("output", what, flow=flow)
-
-    async def outputs(self, what: Any = None, *, flow: str | None = None) -> Any:
-        return await self._each("outputs", what, flow=flow)
-
-
 DAGS = Registry("DAG", "label")
 """DAG classes by label: one live DAG per label (a class defined again at the same place replaces)."""
-
-
-def _label(params: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-
-
-def _flow_params(task: Task, params: Any) -> dict[str, dict[str, Any]]:
-    """`WorkflowMulti`'s parameter sets by flow name, from any of its three forms."""
-    form = "WorkflowMulti takes {name: params}, a grid {parameter: [values...]} or a list of parameter dicts"
-    if isinstance(params, (list, tuple)):
-        if not params or not all(isinstance(p, dict) for p in params):
-            raise ParameterError(f"{form}; got a list holding {params!r}")
-        named = {_label(p): dict(p) for p in params}
-        if len(named) != len(params):
-            raise ParameterError("WorkflowMulti: two parameter dicts of the list are the same")
-        return named
-    if not isinstance(params, dict) or not params:
-        raise ParameterError(f"{form}; got {params!r}")
-    values = list(params.values())
-    if all(isinstance(v, dict) for v in values):
-        return {str(name): dict(p) for name, p in params.items()}
-    if all(isinstance(v, (list, tuple)) for v in values):
-        accepted = sorted(task.params)
-        for name in params:
-            if name not in accepted:
-                raise ParameterError(
-                    f"WorkflowMulti grid: {task.name!r} has no parameter {name!r}; it accepts "
-                    f"{', '.join(accepted) or 'no parameters'}{_did_you_mean(name, accepted)} "
-                    "(for named flows give {name: {param: value}})",
-                    task=task.name,
-                    param=name,
-                )
-        if any(not v for v in values):
-            raise ParameterError("WorkflowMulti grid: every parameter needs at least one value")
-        combos = [dict(zip(params, combo, strict=True)) for combo in itertools.product(*values)]
-        return {_label(c): c for c in combos}
-    raise ParameterError(
-        f"{form}: {params!r} mixes parameter sets and value lists (ambiguous); give all values as dicts "
-        "(named flows) or all as lists (a grid)"
-    )
 
 
 class DAG:

@@ -8,17 +8,13 @@ This is the one module that configures logging (structlog, to stderr).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import os
 import sys
 import tomllib
 import traceback
-import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
@@ -27,6 +23,7 @@ import structlog
 import asyncflow as af
 
 from ._errors import root_cause
+from ._loading import Usage, convert_for, fail, import_module, load_catalog, load_flow, parse_params
 from ._progress import Reporter
 from ._render import summary
 from ._select import compile_expression
@@ -44,14 +41,6 @@ CONFIG_KEYS = {
 }
 
 
-class Usage(Exception):
-    """Bad usage: one line, exit status 2."""
-
-
-def _fail(message: str) -> NoReturn:
-    raise Usage(message)
-
-
 # configuration ------------------------------------------------------------------------------------
 
 
@@ -63,7 +52,7 @@ def find_config(start: Path) -> tuple[Path | None, dict[str, Any]]:
             try:
                 data = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as e:
-                _fail(f"{path}: {e}")
+                fail(f"{path}: {e}")
             return path, data.get("tool", {}).get("asyncflow", {})
     return None, {}
 
@@ -72,7 +61,7 @@ def apply_config(path: Path | None, config: dict[str, Any]) -> dict[str, Any]:
     """Settings from the file, unless an ASYNCFLOW_* variable says otherwise."""
     unknown = set(config) - CONFIG_KEYS
     if unknown:
-        _fail(f"{path}: unknown key(s) in [tool.asyncflow]: {', '.join(sorted(unknown))}")
+        fail(f"{path}: unknown key(s) in [tool.asyncflow]: {', '.join(sorted(unknown))}")
     for key, value in config.items():
         if key != "dag_module" and f"ASYNCFLOW_{key.upper()}" not in os.environ:
             setattr(af.settings, key, value)
@@ -98,118 +87,6 @@ def configure_logging() -> None:
 # targets ------------------------------------------------------------------------------------------
 
 
-def import_module(spec: str) -> Any:
-    """A file (`path/to/x.py`) or a module (`pkg.mod`), with the current directory on sys.path."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    if spec.endswith(".py") or os.sep in spec or "/" in spec:
-        path = Path(spec).resolve()
-        if not path.is_file():
-            _fail(f"file not found: {spec}")
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))  # so worker processes can import it too
-        name = path.stem
-        if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
-            return sys.modules[name]
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        assert module_spec is not None
-        assert module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
-        module_spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(spec)
-    except ModuleNotFoundError as e:
-        if e.name and spec.startswith(e.name):
-            _fail(f"module not found: {spec}")
-        raise
-
-
-def split_target(target: str) -> tuple[str, str]:
-    where, sep, name = target.rpartition(":")
-    if not sep or not where or not name:
-        _fail(f"TARGET must be path/to/file.py:NAME or package.module:NAME, got {target!r}")
-    return where, name
-
-
-def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            _fail(f"-p takes name=value, got {pair!r}")
-        out[name.strip()] = value
-    return out
-
-
-def convert_for(tasks: list[af.Task], raw: dict[str, str]) -> dict[str, Any]:
-    """Command-line strings converted by the annotation of the first task that takes them."""
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        param = next((t.params[name] for t in tasks if name in t.params), None)
-        if param is None:
-            known = sorted({p for t in tasks for p in t.params})
-            _fail(f"unknown parameter {name!r}; known: {', '.join(known) or 'none'}")
-        out[name] = param.convert(value, strict=False)
-    return out
-
-
-def call_with_strings(fn: Callable[..., Any], raw: dict[str, str]) -> Any:
-    """Call a plain function with -p values converted by its annotations."""
-    sig = inspect.signature(fn)
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name not in sig.parameters:
-            _fail(f"{fn.__name__}() has no parameter {name!r}; it takes {', '.join(sig.parameters) or 'none'}")
-        ann = hints.get(name, Any)
-        try:
-            kwargs[name] = value if ann in (Any, str) else msgspec.convert(value, ann, strict=False)
-        except msgspec.ValidationError as e:
-            _fail(f"parameter {name!r} of {fn.__name__}() expects {getattr(ann, '__name__', ann)}: {e}")
-    return fn(**kwargs)
-
-
-def as_nodes(value: Any, what: str) -> list[af.Node]:
-    if isinstance(value, af.Node):
-        return [value]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, af.Node) for v in value):
-        return list(value)
-    _fail(f"{what} is not a node or a list of nodes (got {type(value).__name__})")
-
-
-def load_flow(target: str, params: tuple[str, ...], options: dict[str, Any]) -> af.Workflow:
-    """The Workflow a TARGET names: a task (bound with -p), a node, nodes, a function, a Workflow or a DAG."""
-    where, name = split_target(target)
-    module = import_module(where)
-    try:
-        obj = getattr(module, name)
-    except AttributeError:
-        found = sorted(k for k, v in vars(module).items() if isinstance(v, (af.Task, af.Workflow, af.Node)))
-        _fail(f"no {name!r} in {where}; it defines: {', '.join(found) or 'no tasks'}")
-    raw = parse_params(params)
-    if isinstance(obj, af.Task):
-        return af.Workflow(obj.bind((), convert_for([obj], raw), strict=False), **options)
-    if isinstance(obj, type) and issubclass(obj, af.DAG):
-        return af.Workflow(list(obj.tasks), convert_for(list(obj.tasks), raw), **options)
-    if isinstance(obj, af.Workflow):
-        if raw:
-            _fail(f"{name} is a Workflow: its parameters are fixed; -p does not apply")
-        return obj.with_options(**options)
-    if isinstance(obj, (af.Node, list, tuple)):
-        if raw:
-            _fail(f"{name} is already bound: -p does not apply")
-        return af.Workflow(as_nodes(obj, name), **options)
-    if callable(obj):
-        return af.Workflow(as_nodes(call_with_strings(obj, raw), f"{name}(...)"), **options)
-    _fail(f"{name} in {where} is a {type(obj).__name__}: expected a task, nodes, a function, a Workflow or a DAG")
-
-
 def select(flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = ()) -> list[af.Node] | None:
     """The nodes matching -k (or with these exact ids), as roots (selected ones upstream of other
     selected ones dropped)."""
@@ -220,12 +97,12 @@ def select(flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = (
         chosen = [n for n in graph if n.id in exact]
         missing = set(exact) - {n.id for n in chosen}
         if missing:
-            _fail(f"no node with id {sorted(missing)[0]!r} in this flow (see `asyncflow list`)")
+            fail(f"no node with id {sorted(missing)[0]!r} in this flow (see `asyncflow list`)")
     else:
         matcher = compile_expression(expression or "")
         chosen = [n for n in graph if matcher(n.id)]
         if not chosen:
-            _fail(f"no node matches -k {expression!r}")
+            fail(f"no node matches -k {expression!r}")
     below: set[af.Node] = set()
     stack = [d for n in chosen for d in n.deps]
     while stack:
@@ -367,7 +244,7 @@ def reset(target: str, params: tuple[str, ...], store: str | None, expression: s
     nodes = [n for n in flow.nodes(roots) if n.task.name == task_name]
     if not nodes:
         names = sorted({n.task.name for n in flow.nodes()})
-        _fail(f"no task {task_name!r} in this flow; its tasks: {', '.join(names)}")
+        fail(f"no task {task_name!r} in this flow; its tasks: {', '.join(names)}")
     if not yes and sys.stdin.isatty() and not click.confirm(f"Delete the targets of {len(nodes)} {task_name} node(s)?"):
         print("nothing deleted", file=sys.stderr)
         return 0
@@ -376,12 +253,54 @@ def reset(target: str, params: tuple[str, ...], store: str | None, expression: s
     return 0
 
 
+@cli.command(name="catalog")
+@click.argument("target")
+@click.option("--store", default=None, help="Store URL (fsspec), e.g. ./data or s3://bucket/prefix.")
+def catalog_(target: str, store: str | None) -> int:
+    """List the entries of the af.Catalog TARGET (file.py:NAME) with their status."""
+    import anyio
+
+    statuses = anyio.run(load_catalog(target, _flow_options(store, None)).statuses)
+    width = max(map(len, statuses), default=0)
+    for name, status in statuses.items():
+        print(f"{name:<{width}}  {status}")
+    return 0
+
+
+@cli.command()
+@_target_args
+@click.option("--node", "node_id", default=None, help="The node whose output to print (its id).")
+@click.option("--entry", default=None, help="With a catalog TARGET: the entry whose output to print.")
+def show(target: str, params: tuple[str, ...], store: str | None, expression: str | None,
+         node_id: str | None, entry: str | None) -> int:  # fmt: skip
+    """Print an output (read, never built): TARGET's default one, --node ID's, or --entry NAME's."""
+    import anyio
+
+    try:
+        if entry is not None:
+            value = anyio.run(load_catalog(target, _flow_options(store, None)).load, entry)
+        else:
+            flow = load_flow(target, params, _flow_options(store, None))
+            found = [n for n in flow.nodes() if n.id == node_id] if node_id is not None else flow.roots[:1]
+            if not found:
+                fail(f"no node with id {node_id!r}; try `asyncflow list {target}`")
+            value = anyio.run(flow.output, found[0])
+    except (af.TargetError, af.ParameterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        print(msgspec.json.format(msgspec.json.encode(value)).decode())
+    except (TypeError, msgspec.EncodeError):
+        print(repr(value))
+    return 0
+
+
 def _load_dag(label: str, module: str | None, config: dict[str, Any]) -> tuple[str, type[af.DAG]]:
     """The DAG registered under `label` once its module (--module, or dag_module in the config)
     is imported; an unknown label is a usage error listing the known ones."""
     name = module or config.get("dag_module")
     if not name:
-        _fail("no DAG module: pass --module M or set dag_module in [tool.asyncflow]")
+        fail("no DAG module: pass --module M or set dag_module in [tool.asyncflow]")
     import_module(str(name))
     return str(name), af.DAG.get(label)
 

@@ -88,7 +88,7 @@ async def test_a_task_with_rerun_stale_false_keeps_its_target_when_its_code_chan
     await af.Workflow(uses(), store=store).run()
 
     @af.task(rerun_stale=False, version="2")  # its code changed: kept anyway
-    async def costly() -> int:  # noqa: F811
+    async def costly() -> int:
         runs.append(2)
         return 2
 
@@ -109,7 +109,7 @@ async def test_force_rebuilds_a_kept_task(store: str) -> None:
     await af.Workflow(forced_keep(), store=store).run()
 
     @af.task(rerun_stale=False, version="2", name="forced_keep")
-    async def forced_keep() -> int:  # noqa: F811
+    async def forced_keep() -> int:
         return 2
 
     flow = af.Workflow(forced_keep(), store=store)
@@ -191,3 +191,66 @@ async def test_after_runs_first_and_passes_nothing(store: str) -> None:
         @af.task(after=setup_db)  # type: ignore[arg-type]
         async def bad_after() -> int:
             return 1
+
+
+# the data catalog (pytask's, seed 004) ----------------------------------------------------------
+
+
+async def test_a_catalog_names_outputs_and_externals_serves_them_as_dependencies_and_loads_them(tmp_path) -> None:
+    store = str(tmp_path / "store")
+    (tmp_path / "data_0.csv").write_text("1,2,3")
+
+    @af.task
+    async def cat_prepare(path: str) -> list[int]:
+        return [int(x) for x in Path(path).read_text().split(",")]
+
+    @af.task
+    async def cat_fit(values: list[int]) -> int:
+        return sum(values)
+
+    catalog = af.Catalog(store=store)
+    catalog["raw_0"] = af.external(str(tmp_path / "data_0.csv"))
+    catalog["prepared_0"] = cat_prepare(path=catalog["raw_0"])
+    catalog["fit_0"] = cat_fit(values=catalog["prepared_0"])  # entries are dependencies
+    assert list(catalog) == ["raw_0", "prepared_0", "fit_0"] and "fit_0" in catalog and len(catalog) == 3
+    assert await catalog.statuses() == {"raw_0": "COMPLETE", "prepared_0": "PENDING", "fit_0": "PENDING"}
+    with pytest.raises(af.TargetError, match=r"catalog entry 'fit_0': no target"):
+        await catalog.load("fit_0")  # read-only: never built
+    await catalog.workflow().run()
+    assert await catalog.load("fit_0") == 6 and await catalog.load("prepared_0") == [1, 2, 3]
+    assert await catalog.load("raw_0") == str(tmp_path / "data_0.csv")
+    with pytest.raises(af.ParameterError, match=r"no catalog entry 'fit0'; did you mean 'fit_0'\?"):
+        catalog["fit0"]
+    with pytest.raises(af.ParameterError, match=r"catalog entry 'bad' must be a node"):
+        catalog["bad"] = 3  # type: ignore[assignment]
+
+
+def test_the_catalog_and_show_commands(tmp_path: Path) -> None:
+    (tmp_path / "project.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncflow as af
+
+            @af.task
+            async def cmd_square(x: int) -> int:
+                return x * x
+
+            catalog = af.Catalog()
+            catalog["sq_2"] = cmd_square(x=2)
+            catalog["sq_3"] = cmd_square(x=3)
+            """
+        )
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "asyncflow", *args, "--store", str(tmp_path / "s")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    assert cli("catalog", "project.py:catalog").stdout.split() == ["sq_2", "PENDING", "sq_3", "PENDING"]
+    missing = cli("show", "project.py:catalog", "--entry", "sq_3")
+    assert missing.returncode == 1 and "catalog entry 'sq_3': no target" in missing.stderr
+    assert cli("run", "project.py:catalog").returncode == 0
+    assert cli("catalog", "project.py:catalog").stdout.split() == ["sq_2", "COMPLETE", "sq_3", "COMPLETE"]
+    assert cli("show", "project.py:catalog", "--entry", "sq_3").stdout.strip() == "9"
+    assert cli("show", "project.py:catalog", "--node", "cmd_square[x=2]").stdout.strip() == "4"
+    assert "no node with id 'nope'" in cli("show", "project.py:catalog", "--node", "nope").stderr

@@ -107,11 +107,14 @@ def _wait_for(log: Path, prefix: str, count: int, seconds: float = 60) -> None:
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_killed_holder_s_lease_is_taken_over(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     store, log = _store(kind, tmp_path, request), tmp_path / "ran.log"
-    holder = _start(tmp_path, store, log, "store", _env(store, request, SF_SLEEP="60", ASYNCFLOW_LEASE_SECONDS="1"))
+    lease = "2"  # seconds (S3 adds one: its timestamps are whole seconds)
+    holder = _start(tmp_path, store, log, "store", _env(store, request, SF_SLEEP="60", ASYNCFLOW_LEASE_SECONDS=lease))
     try:
         _wait_for(log, "slow 1", 1)  # the holder is in the body, holding the lease
-        waiter = _start(tmp_path, store, log, "store", _env(store, request, SF_SLEEP="0", ASYNCFLOW_LEASE_SECONDS="1"))
-        time.sleep(1.5)
+        waiter = _start(
+            tmp_path, store, log, "store", _env(store, request, SF_SLEEP="0", ASYNCFLOW_LEASE_SECONDS=lease)
+        )
+        time.sleep(4)
         assert waiter.poll() is None and len(_lines(log)) == 1  # it waits while the holder lives (renewed)
         holder.send_signal(signal.SIGKILL)
         holder.communicate(timeout=10)
