@@ -29,6 +29,7 @@ from ._faults import fault
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status, cycle_error, find_wait_cycle
 from ._log import log
 from ._node import has_nodes, replace_nodes
+from ._task import check_parts
 
 if TYPE_CHECKING:
     from ._emitter import Emitter
@@ -222,6 +223,8 @@ async def _execute(run: Running, st: NodeState) -> None:
             value = await _call(run, st, kwargs)
         if type(value) not in _PLAIN and has_nodes(value):
             value = await run.resolve(value, st)  # Flyte-style: returned nodes run, outputs take their place
+        if task.outputs is not None:
+            check_parts(task, value)  # a dict of exactly its declared parts
         if isinstance(value, Published):  # a worker wrote the target: only its record is left
             await run.publish(st, target, None, value.out_hash)  # type: ignore[arg-type]
             value = UNSET  # read back from the target when someone needs it

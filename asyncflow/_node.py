@@ -124,7 +124,8 @@ class Node(HasKey):
         params = self.params
         fmt = getattr(self.task, "id_format", None)
         if fmt is not None:  # `@af.task(id="{model}_{data}")`: fit_model[linear_probability_data_0]
-            return f"{self.task.name}[{fmt.format(**params)}]"
+            shown = {k: v.value if isinstance(v, enum.Enum) else v for k, v in params.items()}  # members: their value
+            return f"{self.task.name}[{fmt.format(**shown)}]"
         if len(params) == 1:
             ((k, v),) = params.items()
             t = type(v)

@@ -4,7 +4,10 @@ specification binding follows (own parameters, inherited ones, defaults holding 
 from __future__ import annotations
 
 import inspect
+import re
+import string
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -18,16 +21,22 @@ MISSING: Any = inspect.Parameter.empty
 
 
 class Depends:
-    """`af.depends(task, **fixed)` as a parameter default: the upstream node, bound on the fly."""
+    """`af.depends(task, **fixed)` as a parameter default: the upstream node, bound on the fly;
+    with `output="train"`, one part of a task with several outputs."""
 
-    __slots__ = ("fixed", "task")
+    __slots__ = ("fixed", "output", "task")
 
-    def __init__(self, task: Any, fixed: dict[str, Any]) -> None:
+    def __init__(self, task: Any, fixed: dict[str, Any], output: str | None = None) -> None:
         self.task = task  # a Task, or a task's name
         self.fixed = fixed
+        self.output = output
 
     def resolve_task(self, who: str) -> Any:
-        """The upstream task (by name: the live task of that name)."""
+        """The upstream task (by name: the live task of that name); its part's task with `output`."""
+        task = self._task(who)
+        return task if self.output is None else task.part(self.output, who)
+
+    def _task(self, who: str) -> Any:
         if isinstance(self.task, CodeBoundary):
             return self.task
         try:
@@ -42,20 +51,33 @@ class Depends:
                 task=who,
             ) from None
 
+    def __eq__(self, other: object) -> bool:  # the same wiring (a definition given again is the same)
+        return (
+            isinstance(other, Depends)
+            and (self.task is other.task or self.task == other.task)
+            and (self.fixed == other.fixed and self.output == other.output)
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.task) if not isinstance(self.task, str) else self.task, self.output))
+
     def __repr__(self) -> str:
         name = self.task if isinstance(self.task, str) else self.task.name
-        return f"af.depends({name})"
+        return f"af.depends({name})" if self.output is None else f"af.depends({name}, output={self.output!r})"
 
 
-def depends(task: Any, **fixed: Any) -> Any:
+def depends(task: Any, *, output: str | None = None, **fixed: Any) -> Any:
     """Declare a static dependency as a parameter default.
 
-    The body receives the upstream's output. The upstream is bound with the caller's parameters of
-    the same names plus `fixed`; its parameters that the caller does not declare are inherited.
+    The body receives the upstream's output (with `output="train"`, only that part of a task with
+    `outputs=`). The upstream is bound with the caller's parameters of the same names plus
+    `fixed`; its parameters that the caller does not declare are inherited.
     """
     if not isinstance(task, (CodeBoundary, str)):
         raise ParameterError(f"af.depends() takes a task (or a task name), got {task!r}")
-    return Depends(task, fixed)
+    if output is not None and not isinstance(task, str):
+        getattr(task, "part")(output, "af.depends()")  # noqa: B009 - a part it has: checked now, at definition
+    return Depends(task, fixed, output)
 
 
 class Param:
@@ -122,3 +144,62 @@ class Spec:
         # of the task's definition, so not of each node's parameters unless overridden.
         self.wired = {p.name for p in own if p.default is not MISSING and has_nodes(p.default)}
         self.simple = not self.depends and not inherited and not self.wired
+
+
+# task options over parameters: readable ids, ordering -------------------------------------------
+
+
+def check_id_format(task: str, fmt: str | None, fn: Callable[..., Any]) -> str | None:
+    """`id="{model}_{data}"`: a format over the task's own parameters (checked at decoration)."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, str) or not fmt.strip():
+        raise ParameterError(f"task {task!r}: id must be a format string such as '{{model}}_{{data}}', got {fmt!r}",
+                             task=task, param="id")  # fmt: skip
+    names = set(inspect.signature(fn).parameters)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
+    except ValueError as e:
+        raise ParameterError(f"task {task!r}: id format {fmt!r} is malformed: {e}", task=task, param="id") from None
+    for field in fields:
+        name = re.split(r"[.\[!:]", field, maxsplit=1)[0]
+        if name not in names:
+            raise ParameterError(
+                f"task {task!r}: id format {fmt!r} names {name or field!r}, which is not a parameter; "
+                f"it has {', '.join(sorted(names)) or 'none'}",
+                task=task,
+                param="id",
+            )
+    return fmt
+
+
+def claim_id(task: Any, node: Node) -> None:
+    """With `id=`: one id, one node (two nodes with one id would share results keyed by id)."""
+    try:
+        node_id = node.id
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
+        raise ParameterError(
+            f"task {task.name!r}: id format {task.id_format!r} cannot be filled from {node.params!r}: "
+            f"{type(e).__name__}: {e}",
+            task=task.name,
+            param="id",
+        ) from None
+    ids = task.__dict__.setdefault("_ids", {})  # id -> (key, params) of the node that has it
+    key, params = ids.setdefault(node_id, (node.key, node.params))
+    if key != node.key:
+        raise ParameterError(
+            f"task {task.name!r}: id {node_id!r} is given to two nodes, {params!r} and {node.params!r}; "
+            "make the id format name the parameters that tell them apart",
+            task=task.name,
+            param="id",
+        )
+
+
+def check_after(task: str, after: Any) -> tuple[Any, ...]:
+    """`after=[setup_db, node, ...]`: tasks or nodes that must be done first (no data passed)."""
+    items = tuple(after) if isinstance(after, (list, tuple)) else None
+    if items is None or not all(isinstance(a, (CodeBoundary, Node)) for a in items):
+        raise ParameterError(
+            f"task {task!r}: after must be a list of tasks or nodes, got {after!r}", task=task, param="after"
+        )
+    return items

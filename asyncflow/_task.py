@@ -13,18 +13,17 @@ import inspect
 import itertools
 import re
 import reprlib
-import string
 import sys
 import typing
 from collections.abc import Callable
 from typing import Any
 
 from ._code import CodeBoundary
-from ._errors import CycleError, ParameterError
+from ._errors import CycleError, ParameterError, SerializationError
 from ._formats import Format, get_format
 from ._identity import canonical
 from ._node import Node
-from ._params import MISSING, Depends, Param, Spec
+from ._params import MISSING, Depends, Param, Spec, check_after, check_id_format, claim_id
 from ._registry import TASKS
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -63,6 +62,7 @@ class Task(CodeBoundary):
         rerun_stale: bool | None = None,
         id: str | None = None,
         after: list[Any] | tuple[Any, ...] = (),
+        outputs: tuple[str, ...] | list[str] | dict[str, str | Format] | None = None,
         _localns: dict[str, Any] | None = None,
     ) -> None:
         self.fn = fn
@@ -105,8 +105,10 @@ class Task(CodeBoundary):
         self.executor = _check_executor(where, executor, self.kind)
         # None: the workflow's `rerun_stale`; False keeps this task's stale targets (pytask's mark.persist)
         self.rerun_stale = None if rerun_stale is None else _check(where, "rerun_stale", rerun_stale, bool)
-        self.id_format = _check_id_format(where, id, fn)
-        self.after = _check_after(where, after)
+        self.id_format = check_id_format(where, id, fn)
+        self.after = check_after(where, after)
+        self.outputs = _check_outputs(where, outputs, self.format)  # part -> its format, or None
+        self._parts: dict[str, Task] = {}
         for p in inspect.signature(fn).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise ParameterError(
@@ -275,19 +277,25 @@ class Task(CodeBoundary):
                     ) from None
             raise
         if self.id_format is not None:
-            _claim_id(self, node)
+            claim_id(self, node)
         return node
+
+    def part(self, name: str, who: str) -> Task:
+        """The task `{task}.{part}` of one of `outputs`: that part, its own target and format."""
+        if self.outputs is None or name not in self.outputs:
+            have = f"its outputs are {', '.join(self.outputs)}" if self.outputs else "it has one output"
+            raise ParameterError(f"{who}: task {self.name!r} has no output {name!r}; {have}", task=self.name,
+                                 param="output")  # fmt: skip
+        if name not in self._parts:
+            self._parts[name] = _part_task(self, name, self.outputs[name])
+        return self._parts[name]
 
     def after_nodes(self, node: Node) -> list[Node]:
         """The nodes `after=` names for `node`: a node as given, a task bound with `node`'s parameters
         of the same names (as `af.depends` does)."""
-        out = []
-        for a in self.after:
-            if isinstance(a, Node):
-                out.append(a)
-            else:
-                out.append(a.bind((), {k: v for k, v in node.params.items() if k in a.spec.accepts}))
-        return out
+        p = node.params
+        return [a if isinstance(a, Node) else a.bind((), {k: p[k] for k in p if k in a.spec.accepts})
+                for a in self.after]  # fmt: skip
 
     def _missing(self, p: Param, rest: dict[str, Any]) -> ParameterError:
         unknown = {k: v for k, v in rest.items() if k not in self.spec.accepts}
@@ -387,6 +395,7 @@ def task(
     rerun_stale: bool | None = None,
     id: str | None = None,
     after: list[Any] | tuple[Any, ...] = (),
+    outputs: tuple[str, ...] | list[str] | dict[str, str | Format] | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -399,60 +408,44 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return Task(fn, _localns=_caller_locals(), **options).live()
 
 
-def _claim_id(task: Task, node: Node) -> None:
-    """With `id=`: one id, one node (two nodes with one id would share results keyed by id)."""
-    try:
-        node_id = node.id
-    except (KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
-        raise ParameterError(
-            f"task {task.name!r}: id format {task.id_format!r} cannot be filled from {node.params!r}: "
-            f"{type(e).__name__}: {e}",
-            task=task.name,
-            param="id",
-        ) from None
-    ids = task.__dict__.setdefault("_ids", {})  # id -> (key, params) of the node that has it
-    key, params = ids.setdefault(node_id, (node.key, node.params))
-    if key != node.key:
-        raise ParameterError(
-            f"task {task.name!r}: id {node_id!r} is given to two nodes, {params!r} and {node.params!r}; "
-            "make the id format name the parameters that tell them apart",
-            task=task.name,
-            param="id",
-        )
-
-
-def _check_after(task: str, after: Any) -> tuple[Any, ...]:
-    """`after=[setup_db, node, ...]`: tasks or nodes that must be done first (no data passed)."""
-    items = tuple(after) if isinstance(after, (list, tuple)) else None
-    if items is None or not all(isinstance(a, (Task, Node)) for a in items):
-        raise ParameterError(
-            f"task {task!r}: after must be a list of tasks or nodes, got {after!r}", task=task, param="after"
-        )
-    return items
-
-
-def _check_id_format(task: str, fmt: str | None, fn: Callable[..., Any]) -> str | None:
-    """`id="{model}_{data}"`: a format over the task's own parameters (checked at decoration)."""
-    if fmt is None:
+def _check_outputs(task: str, outputs: Any, default: Format) -> dict[str, Format] | None:
+    """`outputs=("train", "test")` (the task's format for each) or `{"train": "parquet", ...}`."""
+    if outputs is None:
         return None
-    if not isinstance(fmt, str) or not fmt.strip():
-        raise ParameterError(f"task {task!r}: id must be a format string such as '{{model}}_{{data}}', got {fmt!r}",
-                             task=task, param="id")  # fmt: skip
-    names = set(inspect.signature(fn).parameters)
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
-    except ValueError as e:
-        raise ParameterError(f"task {task!r}: id format {fmt!r} is malformed: {e}", task=task, param="id") from None
-    for field in fields:
-        name = re.split(r"[.\[!:]", field, maxsplit=1)[0]
-        if name not in names:
-            raise ParameterError(
-                f"task {task!r}: id format {fmt!r} names {name or field!r}, which is not a parameter; "
-                f"it has {', '.join(sorted(names)) or 'none'}",
-                task=task,
-                param="id",
-            )
-    return fmt
+    pairs = list(outputs.items()) if isinstance(outputs, dict) else [(o, default) for o in outputs] \
+        if isinstance(outputs, (list, tuple)) else None  # fmt: skip
+    if (
+        not pairs
+        or not all(isinstance(n, str) and _NAME.fullmatch(n) for n, _ in pairs)
+        or len({n for n, _ in pairs}) != len(pairs)
+    ):
+        raise ParameterError(
+            f"task {task!r}: outputs must name distinct parts, e.g. outputs=('train', 'test'), got {outputs!r}",
+            task=task,
+            param="outputs",
+        )
+    return {n: get_format(f, task) for n, f in pairs}
+
+
+def check_parts(task: Task, value: Any) -> None:
+    """A task with `outputs=` returns a dict of exactly those parts."""
+    parts = task.outputs
+    assert parts is not None
+    if not isinstance(value, dict) or set(value) != set(parts):
+        got = f"a dict with {', '.join(map(repr, value))}" if isinstance(value, dict) else f"a {type(value).__name__}"
+        raise SerializationError(task.name, type(value).__name__, "outputs", None,
+                                 f"it declares outputs {', '.join(parts)} and returned {got}",
+                                 fix=f"return {{{', '.join(f'{p!r}: ...' for p in parts)}}}")  # fmt: skip
+
+
+def _part_task(parent: Task, name: str, fmt: Format) -> Task:
+    async def part(whole: Any = Depends(parent, {})) -> Any:
+        return whole[name]
+
+    part.__qualname__ = f"{parent.fn.__qualname__}.<output {name}>"
+    part.__module__ = parent.fn.__module__
+    return Task(part, name=f"{parent.name}.{name}", format=fmt, store=parent.store,
+                storage_options=parent.storage_options).live()  # fmt: skip
 
 
 def _caller_locals() -> dict[str, Any] | None:

@@ -249,12 +249,15 @@ def test_progress_bar_on_a_terminal(project: Path) -> None:
 
 def test_pytask_example_selects_one_estimation(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "pytask_repetition.py"
-    sel = "linear_probability and data_0"
+    sel = "linear_probability_data_0"  # the seed's own command line: pytask -k linear_probability_data_0
     listed = af_cli(tmp_path, "list", f"{example}:fits", "-k", sel).stdout.splitlines()
-    assert listed == ["fit_model[data=data_0, model=linear_probability, n=50]", "prepare_data[data=data_0, n=50]"]
+    assert listed[:2] == ["fit_model[linear_probability_data_0]", "prepare_data[data_0]"]
+    assert listed[2].startswith("external[") and len(listed) == 3  # the data set
     out = af_cli(tmp_path, "run", f"{example}:fits", "-k", sel)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("\nran ") + out.stderr.startswith("ran ") == 2
+    shown = af_cli(tmp_path, "show", f"{example}:catalog", "--entry", sel)
+    assert shown.returncode == 0 and '"model": "linear_probability"' in shown.stdout
 
 
 def test_force_and_force_all(project: Path) -> None:

@@ -254,3 +254,59 @@ def test_the_catalog_and_show_commands(tmp_path: Path) -> None:
     assert cli("show", "project.py:catalog", "--entry", "sq_3").stdout.strip() == "9"
     assert cli("show", "project.py:catalog", "--node", "cmd_square[x=2]").stdout.strip() == "4"
     assert "no node with id 'nope'" in cli("show", "project.py:catalog", "--node", "nope").stderr
+
+
+# several outputs per task (d6tflow's persist=[...]) ---------------------------------------------
+
+
+async def test_several_outputs_each_its_own_target_loaded_alone_with_early_cut_off(store: str) -> None:
+    ran: list[str] = []
+
+    @af.task(outputs={"train": "json", "test": "msgpack"}, name="split_parts", version="1")
+    async def split_parts(n: int = 4) -> dict:
+        ran.append("split")
+        return {"train": list(range(n)), "test": [n]}
+
+    @af.task
+    async def fit_on_train(rows: list[int] = af.depends(split_parts, output="train")) -> int:
+        ran.append("fit")
+        return sum(rows)
+
+    @af.task
+    async def check_on_test(rows: list[int] = af.depends(split_parts, output="test")) -> int:
+        return len(rows)
+
+    flow = af.Workflow([fit_on_train(n=3), check_on_test(n=3)], store=store)
+    await flow.run()
+    assert await flow.output(fit_on_train(n=3)) == 3 and ran == ["split", "fit"]
+    assert await flow.output(split_parts(n=3)) == {"train": [0, 1, 2], "test": [3]}  # the whole output
+    parts = {p.parent.name: p.suffix for p in Path(store).glob("split_parts.*/*.*")}
+    assert parts == {"split_parts.train": ".json", "split_parts.test": ".msgpack"}  # own targets, own formats
+
+    @af.task(outputs={"train": "json", "test": "msgpack"}, name="split_parts", version="2")
+    async def split_parts(n: int = 4) -> dict:  # the test part changes, train does not
+        ran.append("split")
+        return {"train": list(range(n)), "test": [n, n]}
+
+    result = await af.Workflow([fit_on_train(n=3), check_on_test(n=3)], store=store).run()
+    assert ran == ["split", "fit", "split"]  # fit not rebuilt: its part came back the same
+    assert result.records["fit_on_train[n=3]"].status == "skipped"
+    assert result.records["check_on_test[n=3]"].status == "ran"  # its part changed
+
+
+async def test_outputs_mistakes_are_named(store: str) -> None:
+    @af.task(outputs=("a", "b"))
+    async def two_parts() -> dict:
+        return {"a": 1}
+
+    with pytest.raises(af.ParameterError, match=r"task 'two_parts' has no output 'c'; its outputs are a, b"):
+        af.depends(two_parts, output="c")
+    with pytest.raises(af.ParameterError, match=r"outputs must name distinct parts"):
+
+        @af.task(outputs=("a", "a"))
+        async def twice() -> dict:
+            return {}
+
+    with pytest.raises(af.FlowFailed, match=r"declares outputs a, b and returned a dict with 'a'") as e:
+        await af.Workflow(two_parts(), store=store).run()
+    assert isinstance(e.value.__cause__, af.SerializationError)
