@@ -73,8 +73,12 @@ class Catalog:
         """An entry's output, read from its target: never built (a missing one is an `af.TargetError`
         naming the entry). An external entry gives its path."""
         node = self[name]
+        flow = Workflow(node, **self._options)
+        if node.task.is_external and (await flow.preview())[node] == "MISSING":
+            url = str(node.params["url"])
+            raise TargetError(f"catalog entry {name!r}: no file at {url}", path=url)
         try:
-            return await Workflow(node, **self._options).output()
+            return await flow.output()
         except TargetError as e:
             raise TargetError(f"catalog entry {name!r}: {e}", path=e.path) from None
 

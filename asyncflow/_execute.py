@@ -29,7 +29,7 @@ from ._faults import fault
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status, cycle_error, find_wait_cycle
 from ._log import log
 from ._node import has_nodes, replace_nodes
-from ._task import check_parts
+from ._params import check_parts
 
 if TYPE_CHECKING:
     from ._emitter import Emitter

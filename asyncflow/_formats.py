@@ -269,3 +269,23 @@ def suggest_format(value: Any, current: str) -> str | None:
             continue
         return name
     return None
+
+
+class PartsFormat:
+    """The whole output of a task with `outputs=`: a msgpack map of each part encoded by its own
+    format (a DataFrame part in parquet, a list in JSON...)."""
+
+    name = "parts"
+    ext = "parts"
+
+    def __init__(self, parts: dict[str, Format]) -> None:
+        self.parts = parts
+
+    def dumps(self, value: Any, type: Any) -> bytes:
+        if not isinstance(value, dict) or set(value) != set(self.parts):
+            raise TypeError(f"expected a dict of the parts {', '.join(self.parts)}")
+        return msgspec.msgpack.encode({n: f.dumps(value[n], Any) for n, f in self.parts.items()})
+
+    def loads(self, data: bytes, type: Any) -> Any:
+        raw = msgspec.msgpack.decode(data, type=dict[str, bytes])
+        return {n: f.loads(raw[n], Any) for n, f in self.parts.items()}

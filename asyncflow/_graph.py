@@ -13,7 +13,8 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._errors import CycleError
+from ._errors import CycleError, ParameterError
+from ._params import ID_FORMATS
 
 if TYPE_CHECKING:  # a type-only back reference (listed in the layering test): states hold nodes
     from ._node import Node
@@ -216,7 +217,28 @@ def expand(
         deps = st.node.deps
         if deps:
             st.deps = [states[d.key] for d in deps]
+    if ID_FORMATS[0] and any(st.node.task.id_format is not None for st in added):
+        _check_ids(added, states)
     return added, waits
+
+
+def _check_ids(added: list[NodeState], states: dict[bytes, NodeState]) -> None:
+    """Tasks with `id=`: one id, one node in a run (results keyed by id would merge two)."""
+    seen: dict[str, Node] = {}
+    for st in states.values():
+        node = st.node
+        if node.task.id_format is None:
+            continue
+        other = seen.setdefault(node.id, node)
+        if other is not node:
+            for a in added:  # (the run is left as it was)
+                states.pop(a.node.key, None)
+            raise ParameterError(
+                f"task {node.task.name!r}: id {node.id!r} is given to two nodes of this run, {other.params!r} "
+                f"and {node.params!r}; make the id format name the parameters that tell them apart",
+                task=node.task.name,
+                param="id",
+            )
 
 
 class Activation:

@@ -119,7 +119,8 @@ def load_flow(target: str, params: tuple[str, ...], options: dict[str, Any]) -> 
     try:
         obj = getattr(module, name)
     except AttributeError:
-        found = sorted(k for k, v in vars(module).items() if isinstance(v, (af.Task, af.Workflow, af.Node)))
+        found = sorted(k for k, v in vars(module).items()
+                       if isinstance(v, (af.Task, af.Workflow, af.Node, af.Catalog)) or _is_dag(v))  # fmt: skip
         fail(f"no {name!r} in {where}; it defines: {', '.join(found) or 'no tasks'}")
     raw = parse_params(params)
     if isinstance(obj, af.Task):
@@ -143,7 +144,15 @@ def load_flow(target: str, params: tuple[str, ...], options: dict[str, Any]) -> 
 
 def load_catalog(target: str, options: dict[str, Any]) -> af.Catalog:
     where, name = split_target(target)
-    obj = getattr(import_module(where), name, None)
+    module = import_module(where)
+    if not hasattr(module, name):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, af.Catalog))
+        fail(f"no {name!r} in {where}; its catalogs: {', '.join(found) or 'none'}")
+    obj = getattr(module, name)
     if not isinstance(obj, af.Catalog):
-        fail(f"{target} is not an af.Catalog (got {type(obj).__name__})")
+        fail(f"{target} is a {type(obj).__name__}, not an af.Catalog")
     return obj.with_options(**options)
+
+
+def _is_dag(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, af.DAG) and value is not af.DAG

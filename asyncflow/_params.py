@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 
 from ._code import CodeBoundary
-from ._errors import ParameterError
+from ._errors import ParameterError, SerializationError
+from ._formats import Format, get_format
 from ._node import Node, has_nodes
 from ._registry import TASKS
 
@@ -149,14 +150,23 @@ class Spec:
 # task options over parameters: readable ids, ordering -------------------------------------------
 
 
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a part name: part of a task name
+
+ID_FORMATS = [0]  # how many tasks were defined with `id=` (a run checks ids only when there are some)
+
+
 def check_id_format(task: str, fmt: str | None, fn: Callable[..., Any]) -> str | None:
     """`id="{model}_{data}"`: a format over the task's own parameters (checked at decoration)."""
     if fmt is None:
         return None
+    ID_FORMATS[0] += 1
     if not isinstance(fmt, str) or not fmt.strip():
         raise ParameterError(f"task {task!r}: id must be a format string such as '{{model}}_{{data}}', got {fmt!r}",
                              task=task, param="id")  # fmt: skip
-    names = set(inspect.signature(fn).parameters)
+    signature = inspect.signature(fn).parameters
+    names = set(signature)
+    if any(isinstance(p.default, Depends) for p in signature.values()):
+        return fmt  # it may name parameters inherited from upstream: checked when a node is bound
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
     except ValueError as e:
@@ -173,10 +183,10 @@ def check_id_format(task: str, fmt: str | None, fn: Callable[..., Any]) -> str |
     return fmt
 
 
-def claim_id(task: Any, node: Node) -> None:
-    """With `id=`: one id, one node (two nodes with one id would share results keyed by id)."""
+def check_id(task: Any, node: Node) -> None:
+    """With `id=`: the format can be filled from the node's parameters (checked at binding)."""
     try:
-        node_id = node.id
+        node.make_id()
     except (KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
         raise ParameterError(
             f"task {task.name!r}: id format {task.id_format!r} cannot be filled from {node.params!r}: "
@@ -184,22 +194,57 @@ def claim_id(task: Any, node: Node) -> None:
             task=task.name,
             param="id",
         ) from None
-    ids = task.__dict__.setdefault("_ids", {})  # id -> (key, params) of the node that has it
-    key, params = ids.setdefault(node_id, (node.key, node.params))
-    if key != node.key:
-        raise ParameterError(
-            f"task {task.name!r}: id {node_id!r} is given to two nodes, {params!r} and {node.params!r}; "
-            "make the id format name the parameters that tell them apart",
-            task=task.name,
-            param="id",
-        )
+
+
+def after_nodes(task: Any, node: Node) -> list[Node]:
+    """The nodes `after=` names for `node`: a node as given, a task bound with `node`'s parameters
+    of the same names (as `af.depends` does)."""
+    p = node.params
+    try:
+        return [a if isinstance(a, Node) else a.bind((), {k: p[k] for k in p if k in a.spec.accepts})
+                for a in task.after]  # fmt: skip
+    except ParameterError as e:
+        raise ParameterError(f"{node.make_id()} (after=): {e}", task=task.name, param="after") from None
 
 
 def check_after(task: str, after: Any) -> tuple[Any, ...]:
-    """`after=[setup_db, node, ...]`: tasks or nodes that must be done first (no data passed)."""
-    items = tuple(after) if isinstance(after, (list, tuple)) else None
+    """`after=[setup_db, node, ...]` (or one of them): tasks or nodes done first (no data passed)."""
+    items = tuple(after) if isinstance(after, (list, tuple)) else (after,)
     if items is None or not all(isinstance(a, (CodeBoundary, Node)) for a in items):
         raise ParameterError(
             f"task {task!r}: after must be a list of tasks or nodes, got {after!r}", task=task, param="after"
         )
     return items
+
+
+# several outputs per task -----------------------------------------------------------------------
+
+
+def check_outputs(task: str, outputs: Any, default: Format) -> dict[str, Format] | None:
+    """`outputs=("train", "test")` (the task's format for each) or `{"train": "parquet", ...}`."""
+    if outputs is None:
+        return None
+    pairs = list(outputs.items()) if isinstance(outputs, dict) else [(o, default) for o in outputs] \
+        if isinstance(outputs, (list, tuple)) else None  # fmt: skip
+    if (
+        not pairs
+        or not all(isinstance(n, str) and _PART.fullmatch(n) for n, _ in pairs)
+        or len({n for n, _ in pairs}) != len(pairs)
+    ):
+        raise ParameterError(
+            f"task {task!r}: outputs must name distinct parts, e.g. outputs=('train', 'test'), got {outputs!r}",
+            task=task,
+            param="outputs",
+        )
+    return {n: get_format(f, task) for n, f in pairs}
+
+
+def check_parts(task: Any, value: Any) -> None:
+    """A task with `outputs=` returns a dict of exactly those parts."""
+    parts = task.outputs
+    assert parts is not None
+    if not isinstance(value, dict) or set(value) != set(parts):
+        got = f"a dict with {', '.join(map(repr, value))}" if isinstance(value, dict) else f"a {type(value).__name__}"
+        raise SerializationError(task.name, type(value).__name__, "outputs", None,
+                                 f"it declares outputs {', '.join(parts)} and returned {got}",
+                                 fix=f"return {{{', '.join(f'{p!r}: ...' for p in parts)}}}")  # fmt: skip

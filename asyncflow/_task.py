@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ._code import CodeBoundary
-from ._errors import CycleError, ParameterError, SerializationError
-from ._formats import Format, get_format
+from ._errors import CycleError, ParameterError
+from ._formats import Format, PartsFormat, get_format
 from ._identity import canonical
 from ._node import Node
-from ._params import MISSING, Depends, Param, Spec, check_after, check_id_format, claim_id
+from ._params import MISSING, Depends, Param, Spec, after_nodes, check_after, check_id, check_id_format, check_outputs
 from ._registry import TASKS
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -107,7 +107,9 @@ class Task(CodeBoundary):
         self.rerun_stale = None if rerun_stale is None else _check(where, "rerun_stale", rerun_stale, bool)
         self.id_format = check_id_format(where, id, fn)
         self.after = check_after(where, after)
-        self.outputs = _check_outputs(where, outputs, self.format)  # part -> its format, or None
+        self.outputs = check_outputs(where, outputs, self.format)  # part -> its format, or None
+        if self.outputs is not None:  # the whole output: each part in its own format, side by side
+            self.format = PartsFormat(self.outputs)
         self._parts: dict[str, Task] = {}
         for p in inspect.signature(fn).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -277,7 +279,7 @@ class Task(CodeBoundary):
                     ) from None
             raise
         if self.id_format is not None:
-            claim_id(self, node)
+            check_id(self, node)
         return node
 
     def part(self, name: str, who: str) -> Task:
@@ -291,11 +293,7 @@ class Task(CodeBoundary):
         return self._parts[name]
 
     def after_nodes(self, node: Node) -> list[Node]:
-        """The nodes `after=` names for `node`: a node as given, a task bound with `node`'s parameters
-        of the same names (as `af.depends` does)."""
-        p = node.params
-        return [a if isinstance(a, Node) else a.bind((), {k: p[k] for k in p if k in a.spec.accepts})
-                for a in self.after]  # fmt: skip
+        return after_nodes(self, node)
 
     def _missing(self, p: Param, rest: dict[str, Any]) -> ParameterError:
         unknown = {k: v for k, v in rest.items() if k not in self.spec.accepts}
@@ -406,36 +404,6 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if not callable(fn):
         raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
     return Task(fn, _localns=_caller_locals(), **options).live()
-
-
-def _check_outputs(task: str, outputs: Any, default: Format) -> dict[str, Format] | None:
-    """`outputs=("train", "test")` (the task's format for each) or `{"train": "parquet", ...}`."""
-    if outputs is None:
-        return None
-    pairs = list(outputs.items()) if isinstance(outputs, dict) else [(o, default) for o in outputs] \
-        if isinstance(outputs, (list, tuple)) else None  # fmt: skip
-    if (
-        not pairs
-        or not all(isinstance(n, str) and _NAME.fullmatch(n) for n, _ in pairs)
-        or len({n for n, _ in pairs}) != len(pairs)
-    ):
-        raise ParameterError(
-            f"task {task!r}: outputs must name distinct parts, e.g. outputs=('train', 'test'), got {outputs!r}",
-            task=task,
-            param="outputs",
-        )
-    return {n: get_format(f, task) for n, f in pairs}
-
-
-def check_parts(task: Task, value: Any) -> None:
-    """A task with `outputs=` returns a dict of exactly those parts."""
-    parts = task.outputs
-    assert parts is not None
-    if not isinstance(value, dict) or set(value) != set(parts):
-        got = f"a dict with {', '.join(map(repr, value))}" if isinstance(value, dict) else f"a {type(value).__name__}"
-        raise SerializationError(task.name, type(value).__name__, "outputs", None,
-                                 f"it declares outputs {', '.join(parts)} and returned {got}",
-                                 fix=f"return {{{', '.join(f'{p!r}: ...' for p in parts)}}}")  # fmt: skip
 
 
 def _part_task(parent: Task, name: str, fmt: Format) -> Task:

@@ -160,6 +160,18 @@ class Workflow:
         await run.survey(roots, self._children)
         return roots, run
 
+    async def _learn_children(self) -> None:
+        """Add the dynamic children the store's records know (a flow made in a new process has
+        seen none run) to those this workflow knows: reset and outputs then reach them."""
+        if not self._roots:
+            return
+        _, run = await self._survey(None, {})
+        for st in run.states.values():
+            recorded = st.deps[len(st.node.deps) :]
+            if recorded:
+                known = self._children.setdefault(st.node, [])
+                known.extend(d.node for d in recorded if d.node not in known)
+
     async def preview(self, what: Any = None, **options: Any) -> Preview:
         """Each node's status (COMPLETE, PENDING, STALE, MISSING) and why, without running anything."""
         roots, run = await self._survey(what, options)
@@ -258,6 +270,8 @@ class Workflow:
         else:
             nodes = self._nodes(what)
         chosen = dict.fromkeys(nodes)
+        if upstream or downstream:
+            await self._learn_children()
         if upstream:
             chosen.update(dict.fromkeys(self.nodes(nodes)))
         if downstream:
@@ -328,6 +342,8 @@ class Workflow:
     async def outputs(self, what: Any = None) -> dict[str, Any]:
         """`{node id: output}` for a task's nodes in this flow (or for the given nodes); with no
         argument, of every node of the flow (d6tflow's outputLoadAll), upstream first."""
+        if what is None:
+            await self._learn_children()
         nodes = list(reversed(self.nodes())) if what is None else self._nodes(what)
         return {n.id: await self._read(n) for n in nodes}
 

@@ -273,21 +273,25 @@ def catalog_(target: str, store: str | None) -> int:
 @click.option("--entry", default=None, help="With a catalog TARGET: the entry whose output to print.")
 def show(target: str, params: tuple[str, ...], store: str | None, expression: str | None,
          node_id: str | None, entry: str | None) -> int:  # fmt: skip
-    """Print an output (read, never built): TARGET's default one, --node ID's, or --entry NAME's."""
+    """Print an output (read, never built): TARGET's own (one node, or the one -k selects), --node
+    ID's, or --entry NAME's (a catalog's)."""
     import anyio
 
-    try:
-        if entry is not None:
-            value = anyio.run(load_catalog(target, _flow_options(store, None)).load, entry)
+    if entry is not None and (node_id is not None or expression is not None):
+        fail("--entry names a catalog entry: give it alone (no --node, no -k)")
+    if entry is not None:
+        value = anyio.run(load_catalog(target, _flow_options(store, None)).load, entry)
+    else:
+        flow = load_flow(target, params, _flow_options(store, None))
+        if node_id is not None:
+            found = [n for n in flow.nodes() if n.id == node_id]
         else:
-            flow = load_flow(target, params, _flow_options(store, None))
-            found = [n for n in flow.nodes() if n.id == node_id] if node_id is not None else flow.roots[:1]
-            if not found:
-                fail(f"no node with id {node_id!r}; try `asyncflow list {target}`")
-            value = anyio.run(flow.output, found[0])
-    except (af.TargetError, af.ParameterError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+            found = select(flow, expression) or flow.roots
+        if not found:
+            fail(f"no node with id {node_id!r}; try `asyncflow list {target}`")
+        if len(found) > 1:
+            fail(f"{len(found)} nodes to show ({found[0].id}, ...): pick one with --node ID, -k or --entry NAME")
+        value = anyio.run(flow.output, found[0])
     try:
         print(msgspec.json.format(msgspec.json.encode(value)).decode())
     except (TypeError, msgspec.EncodeError):

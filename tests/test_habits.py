@@ -33,10 +33,13 @@ async def test_an_id_format_gives_readable_ids_and_selects_by_them(store: str) -
     assert await flow.output(node) == "linear_probability on data_0 x1"
 
 
-def test_two_nodes_with_one_id_are_a_parameter_error_at_binding() -> None:
-    fit_model(model="m", data="d")
-    with pytest.raises(af.ParameterError, match=r"id 'fit_model\[m_d\]' is given to two nodes.*'scale': 2"):
-        fit_model(model="m", data="d", scale=2)
+async def test_two_nodes_with_one_id_in_a_run_are_a_parameter_error_before_any_body(store: str) -> None:
+    flow = af.Workflow([fit_model(model="m", data="d"), fit_model(model="m", data="d", scale=2)], store=store)
+    with pytest.raises(af.ParameterError, match=r"id 'fit_model\[m_d\]' is given to two nodes of this run.*'scale': 2"):
+        await flow.run()
+    assert not Path(store, "fit_model").exists()  # nothing ran
+    for scale in (1, 2):  # one at a time (a notebook trying values): fine
+        assert (await af.Workflow(fit_model(model="m", data="d", scale=scale), store=store).run()).ran == 1
 
 
 def test_an_id_format_naming_no_parameter_fails_at_decoration() -> None:
@@ -188,7 +191,7 @@ async def test_after_runs_first_and_passes_nothing(store: str) -> None:
     assert "setup_db[n=2]" in (await flow.preview()).by_id()  # shown upstream of load[n=2]
     with pytest.raises(af.ParameterError, match=r"after must be a list of tasks or nodes"):
 
-        @af.task(after=setup_db)  # type: ignore[arg-type]
+        @af.task(after=[3])
         async def bad_after() -> int:
             return 1
 
@@ -254,6 +257,10 @@ def test_the_catalog_and_show_commands(tmp_path: Path) -> None:
     assert cli("show", "project.py:catalog", "--entry", "sq_3").stdout.strip() == "9"
     assert cli("show", "project.py:catalog", "--node", "cmd_square[x=2]").stdout.strip() == "4"
     assert "no node with id 'nope'" in cli("show", "project.py:catalog", "--node", "nope").stderr
+    several = cli("show", "project.py:catalog")  # two entries: which one?
+    assert several.returncode == 2 and "2 nodes to show" in several.stderr
+    assert cli("show", "project.py:catalog", "-k", "x=3").stdout.strip() == "9"
+    assert "its catalogs: catalog" in cli("catalog", "project.py:nope").stderr
 
 
 # several outputs per task (d6tflow's persist=[...]) ---------------------------------------------
@@ -310,3 +317,10 @@ async def test_outputs_mistakes_are_named(store: str) -> None:
     with pytest.raises(af.FlowFailed, match=r"declares outputs a, b and returned a dict with 'a'") as e:
         await af.Workflow(two_parts(), store=store).run()
     assert isinstance(e.value.__cause__, af.SerializationError)
+
+
+async def test_catalog_load_of_a_missing_external_and_show_needs_one_node(tmp_path: Path) -> None:
+    catalog = af.Catalog(store=str(tmp_path / "s"))
+    catalog["raw"] = af.external(str(tmp_path / "nothere.csv"))
+    with pytest.raises(af.TargetError, match=r"catalog entry 'raw': no file at .*nothere.csv"):
+        await catalog.load("raw")
