@@ -31,7 +31,7 @@ class Model(enum.Enum):
 
 
 @af.task(id="{data}")  # prepare_data[data_0]
-async def prepare_data(data: str, source: str) -> list[float]:
+def prepare_data(data: str, source: str) -> list[float]:  # reads a file: a plain function (a thread)
     """One specification: a subsample of the data set, drawn by the specification's name."""
     values = [float(x) for x in Path(source).read_text().split()]
     rng = random.Random(data)
