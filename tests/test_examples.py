@@ -37,8 +37,12 @@ EXPECTED = {
         "tree_sum: 64",
     ],
     "gluepy_dag.py": ["└─ output_format_task[days=7] PENDING", "ran=4", "forecast,10.857"],
-    "pytask_repetition.py": ["12 fits, e.g. fit_model[linear_probability_data_3]", "ran=16",
-                             "17 of 17 catalog entries complete", "linear_probability_data_0: {'model': "],
+    "pytask_repetition.py": [
+        "12 fits, e.g. fit_model[linear_probability_data_3]",
+        "ran=16",
+        "17 of 17 catalog entries complete",
+        "linear_probability_data_0: {'model': ",
+    ],
     "dask_cpu.py": ["ran 201 nodes in", "longest chain: 442"],
 }
 
