@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from ._graph import READY
+
 if TYPE_CHECKING:
     from ._graph import NodeState
 
@@ -55,21 +57,23 @@ class Limit:
         return self.wake()
 
     def wake(self) -> list[Any]:
+        """Hand free tokens to the first waiters: each is *given* its token (a queued node holds it
+        from now on, so no other waiter can be starved by a node whose pool is busy)."""
         pools: list[Any] = []
-        spare = self.free
-        while spare > 0 and self.waiting:
+        while self.free > 0 and self.waiting:
             w = self.waiting.popleft()
             if isinstance(w, tuple):
                 pool, st = w
-                if pool.closing:
-                    continue  # its run ended: the node will never run there
-                pool.ready.appendleft(st)  # its pool takes the token when it dispatches
+                if pool.closing or st.status is not READY:
+                    continue  # its run ended, or it was withdrawn: it will never run
+                self.take()
+                st.holds_limit = True
+                pool.ready.appendleft(st)  # its pool runs it when a slot is free
                 if pool not in pools:
                     pools.append(pool)
             else:
                 self.take()
                 w.set()  # a resuming body is handed the token
-            spare -= 1
         return pools
 
     def resize(self, total: int) -> list[Any]:

@@ -120,9 +120,11 @@ class Pool:
         while self.ready:
             st = self.ready.popleft()
             if st.status is not READY:  # withdrawn while queued (an af.map stream left early)
+                if st.holds_limit:  # (a token it was handed while queued)
+                    self._release(st)
                 continue
             lim = self._limit_of(st) if st.node.task.limit is not None else None
-            if lim is not None:
+            if lim is not None and not st.holds_limit:
                 if not lim.take():
                     lim.wait((self, st))
                     continue
@@ -247,6 +249,9 @@ class Pool:
         self.closing = True
         for lim in self.limits.values():
             lim.forget(self)
+        for st in self.ready:  # queued nodes handed a token that will never run here: give it back
+            if st.holds_limit:
+                self._release(st)
         idle, self.idle = self.idle, []
         for w in idle:
             w.event.set()
@@ -282,16 +287,23 @@ class Pool:
         st.parked -= 1
         if st.parked:
             return
-        if self.free > 0 and not self.slot_waiters:
-            self.free -= 1
-        else:
-            await self._wait_turn(self.slot_waiters, self._give_slot_back)
-        st.holds_slot = True
-        self._note_peak()
         lim = self._limit_of(st) if st.node.task.limit is not None else None
-        if lim is not None:
+        if lim is not None:  # the token first: a body holding a slot never waits for a token
             if not lim.take():
                 await self._wait_turn(lim, lambda: self._release_limit(lim))
             st.holds_limit = True
+        try:
+            if self.free > 0 and not self.slot_waiters:
+                self.free -= 1
+            else:
+                await self._wait_turn(self.slot_waiters, self._give_slot_back)
+        except BaseException:
+            if st.holds_limit:  # cancelled while waiting for a slot: the token goes back
+                st.holds_limit = False
+                assert lim is not None
+                self._release_limit(lim)
+            raise
+        st.holds_slot = True
+        self._note_peak()
 
     # finishing ------------------------------------------------------------------------------

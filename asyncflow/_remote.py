@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import anyio.to_thread
+import fsspec.asyn
 import sniffio
 
 from . import _local
@@ -65,11 +66,18 @@ class ThreadFsspecBackend(SyncFsBackend):
         return str(out["ETag"]).strip('"') if isinstance(out, dict) and out.get("ETag") else None
 
     async def head(self, path: str) -> tuple[str, bytes | None]:
-        if self.protocol in ("s3", "s3a"):
+        if self.protocol in ("s3", "s3a"):  # one HEAD: the ETag and the attached record together
             fs = self.sync_fs()
-            info, meta = await self._call(lambda: (fs.info(path), fs.metadata(path)))
-            return tag_of(info), _unb64(meta.get(METADATA_KEY))
+            bucket, key, _ = fs.split_path(path)
+            out = await self._call(fs.call_s3, "head_object", Bucket=bucket, Key=key)
+            return str(out["ETag"]).strip('"'), _unb64((out.get("Metadata") or {}).get(METADATA_KEY))
         return await super().head(path)
+
+    async def read_small(self, path: str) -> bytes:
+        if self.protocol not in ("s3", "s3a"):
+            return await self.read(path)
+        fs = self.sync_fs()  # (its own loop: one GET, no size request first)
+        return await self._call(fsspec.asyn.sync, fs.loop, fs._cat_file, path, max_concurrency=1)  # type: ignore[no-any-return]
 
     def lease_kind(self) -> str | None:
         return "object" if self.protocol in ("s3", "s3a") else None
@@ -180,7 +188,7 @@ class AsyncFsspecBackend(ThreadFsspecBackend):
     async def read_small(self, path: str) -> bytes:
         fs = self.native()
         if fs is None or self.protocol not in ("s3", "s3a"):
-            return await self.read(path)
+            return await super().read_small(path)
         return await fs._cat_file(path, max_concurrency=1)  # type: ignore[no-any-return]  # (no size request first)
 
     def _put_options(self) -> dict[str, Any]:

@@ -149,3 +149,47 @@ async def test_the_run_report_shows_the_pools_it_used(mem_store, tmp_path) -> No
     html = (tmp_path / "r.html").read_text()
     row = html.split('<table id="limits">')[1].split("</table>")[0]
     assert "<td>report_pool</td><td>2</td><td>2</td><td>4</td>" in row  # size, peak in use, peak waiting
+
+
+async def test_a_token_freed_while_the_next_waiter_s_run_is_busy_is_never_lost(mem_store) -> None:
+    # run A (one slot) queues x on the pool, then its body z resumes needing the pool too; run B
+    # holds the pool's only token. When B gives it back, A must go on (found by a red team: the
+    # token went to x, which could not start while z held A's slot waiting for the token).
+    gate_c, gate_w, z_go, z_started = anyio.Event(), anyio.Event(), anyio.Event(), anyio.Event()
+
+    @af.task(persist=False)
+    async def lim_c() -> int:
+        await gate_c.wait()
+        return 1
+
+    @af.task(persist=False, limit="handover")
+    async def lim_z() -> int:
+        z_started.set()
+        await z_go.wait()
+        return await lim_c()
+
+    @af.task(persist=False, limit="handover")
+    async def lim_x() -> int:
+        return 2
+
+    @af.task(persist=False, limit="handover")
+    async def lim_w() -> int:
+        await gate_w.wait()
+        return 3
+
+    a = af.Workflow([lim_x(), lim_z()], store=mem_store, max_concurrency=1, limits={"handover": 1})
+    b = af.Workflow(lim_w(), store=mem_store, limits={"handover": 1})
+    results: list[af.RunResult] = []
+
+    async def run(flow: af.Workflow) -> None:
+        results.append(await flow.run())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, a)
+            await z_started.wait()
+            tg.start_soon(run, b)
+            for gate in (z_go, gate_c, gate_w):
+                await anyio.sleep(0.02)
+                gate.set()
+    assert sorted(r.ran for r in results) == [1, 3]
