@@ -176,12 +176,16 @@ class Backend(abc.ABC):
     async def lock_file(self, root: str) -> int:
         raise NotImplementedError
 
-    async def create_exclusive(self, path: str, data: bytes) -> bool:
-        """Create `path` only if nothing is there; False if something is."""
+    async def create_exclusive(self, path: str, data: bytes) -> str | None:
+        """Create `path` only if nothing is there: its ETag, or None if something is."""
         raise NotImplementedError
 
-    async def age(self, path: str) -> float | None:
-        """Seconds since `path` was last written; None if it is missing."""
+    async def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
+        """Overwrite `path` only if it still has `etag`: the new ETag, or None if it changed."""
+        raise NotImplementedError
+
+    async def age(self, path: str) -> tuple[float, str] | None:
+        """Seconds since `path` was last written, and its ETag; None if it is missing."""
         raise NotImplementedError
 
     async def write_segment(self, folder: str, name: str, data: bytes) -> None:

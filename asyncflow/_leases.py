@@ -44,7 +44,7 @@ _HOLDER = f"{os.getpid()}-{secrets.token_hex(4)}".encode()
 class Lease:
     """A node's lease, held by this process until `release()`."""
 
-    __slots__ = ("elsewhere", "fd", "offset", "path", "renewing", "target")
+    __slots__ = ("elsewhere", "etag", "fd", "offset", "path", "renewed", "renewing", "target")
 
     def __init__(self, target: Target, fd: int = -1, offset: int = 0, path: str = "", elsewhere: bool = False) -> None:
         self.target = target
@@ -52,7 +52,9 @@ class Lease:
         self.fd = fd
         self.offset = offset
         self.path = path
+        self.etag = ""  # an S3 lease object's ETag: renewals and takeovers are conditional on it
         self.renewing: anyio.CancelScope | None = None
+        self.renewed: anyio.Event | None = None  # set once its renewal has stopped (nothing in flight)
 
     def release(self, later: list[Lease]) -> None:
         """Give the lease back (an S3 lease object goes to `later`, deleted when the run ends)."""
@@ -113,6 +115,9 @@ class RunLeases:
         """Delete the lease objects given back (best effort: one left behind only expires)."""
         if not self.released:
             return
+        for lease in self.released:  # no renewal still in flight could put a deleted lease back
+            if lease.renewed is not None:
+                await lease.renewed.wait()
         by_store: dict[object, list[Lease]] = {}
         for lease in self.released:
             if lease.path in _GIVEN_BACK:  # (not retaken by another run meanwhile)
@@ -144,36 +149,53 @@ async def _object(target: Target, lease_seconds: float, tg: TaskGroup, built: Bu
     store = target.store
     path = lease_path(target)
     delay = FIRST_WAIT
-    while not await store.create_exclusive(path, _HOLDER):
-        if path in _GIVEN_BACK:  # this process's own, given back by a run not yet ended: retake it
-            _GIVEN_BACK.discard(path)
-            await store.write(path, _HOLDER)
+    while True:
+        with anyio.CancelScope(shield=True):  # a PUT that succeeded is a lease held: never lose one
+            etag = await store.create_exclusive(path, _HOLDER)
+        if etag is not None:
             break
-        age = await store.age(path)
-        if age is not None and age > lease_seconds + 1:  # its holder died (S3 times are whole seconds)
-            log().warning("lease of a dead holder taken over", path=target.store.display(path), age=round(age, 1))
-            await store.delete([path])
-            continue
-        if age is None:
+        seen = await store.age(path)
+        if seen is None:
             continue  # released meanwhile: try again at once
+        age, theirs = seen
+        if path in _GIVEN_BACK or age > lease_seconds + 1:  # given back here, or its holder died (S3
+            with anyio.CancelScope(shield=True):  # times are whole seconds): take it over, only if
+                etag = await store.replace_if(path, _HOLDER, theirs)  # nobody else did meanwhile
+            if etag is not None:
+                if path not in _GIVEN_BACK:
+                    log().warning("lease of a dead holder taken over", path=store.display(path), age=round(age, 1))
+                _GIVEN_BACK.discard(path)
+                break
+            continue
         if await built():
             return Lease(target, elsewhere=True)  # the holder built it (its lease not deleted yet)
         await anyio.sleep(delay)
         delay = min(delay * 2, MAX_WAIT)
     lease = Lease(target, path=path)
-    lease.renewing = anyio.CancelScope()
+    lease.etag = etag
+    lease.renewing, lease.renewed = anyio.CancelScope(), anyio.Event()
     tg.start_soon(_renew, lease, lease_seconds)
     return lease
 
 
 async def _renew(lease: Lease, lease_seconds: float) -> None:
-    """Keep an S3 lease fresh while its body runs (best effort: a failed renewal is retried)."""
+    """Keep an S3 lease fresh while its body runs: a conditional rewrite (a holder that lost it,
+    its loop stalled past the interval, stops instead of overwriting the new holder's)."""
     assert lease.renewing is not None
+    assert lease.renewed is not None
     store = lease.target.store
-    with lease.renewing:
-        while True:
-            await anyio.sleep(lease_seconds / 3)
-            try:
-                await store.write(lease.path, _HOLDER)
-            except Exception as e:  # the store is down: the body goes on, the next try may work
-                log().warning("lease renewal failed", path=lease.target.store.display(lease.path), error=str(e))
+    try:
+        with lease.renewing:
+            while True:
+                await anyio.sleep(lease_seconds / 3)
+                try:
+                    etag = await store.replace_if(lease.path, _HOLDER, lease.etag)
+                except Exception as e:  # the store is down: the body goes on, the next try may work
+                    log().warning("lease renewal failed", path=store.display(lease.path), error=str(e))
+                    continue
+                if etag is None:
+                    log().warning("lease lost to another process", path=store.display(lease.path))
+                    return
+                lease.etag = etag
+    finally:
+        lease.renewed.set()

@@ -364,17 +364,27 @@ def lock_offset(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 2
 
 
+_held: set[tuple[int, int]] = set()  # (fd, offset) taken by this process (record locks are per process)
+
+
 def try_lock(fd: int, offset: int) -> bool:
-    """Take the byte at `offset` for this process, if no other process holds it. Never blocks (one
-    system call): the kernel releases it when the process ends, however it ends."""
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-        return True
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EAGAIN):
+    """Take the byte at `offset`, if no other process, and no other thread or event loop of this
+    one, holds it. Never blocks (one system call): the kernel releases it when the process ends,
+    however it ends."""
+    with _lock_guard:
+        if (fd, offset) in _held:
             return False
-        raise
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
+        _held.add((fd, offset))
+        return True
 
 
 def unlock(fd: int, offset: int) -> None:
-    fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+    with _lock_guard:
+        _held.discard((fd, offset))
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)

@@ -23,6 +23,14 @@ S3_PART = 8 * 2**20  # multipart upload parts: outputs of 16 MiB and more go up 
 METADATA_KEY = "afrec"  # an S3 object's user metadata key that holds its own record
 
 
+def _precondition_failed(e: BaseException) -> bool:
+    """A 412 from S3 (s3fs raises it as FileExistsError for If-None-Match, OSError for If-Match)."""
+    if isinstance(e, FileExistsError):
+        return True
+    error = getattr(e.__cause__, "response", {}).get("Error", {})
+    return bool(error.get("Code") == "PreconditionFailed")
+
+
 def _b64(record: bytes) -> str:
     return base64.b64encode(record).decode()
 
@@ -82,23 +90,36 @@ class ThreadFsspecBackend(SyncFsBackend):
     def lease_kind(self) -> str | None:
         return "object" if self.protocol in ("s3", "s3a") else None
 
-    async def create_exclusive(self, path: str, data: bytes) -> bool:
+    async def _s3(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One S3 request about `path` (through the sync client in a thread)."""
         fs = self.sync_fs()
         bucket, key, _ = fs.split_path(path)
-        try:
-            await self._call(fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except FileExistsError:  # 412 Precondition Failed: another holder's
-            return False
-        return True
+        return await self._call(fs.call_s3, method, Bucket=bucket, Key=key, **kwargs)
 
-    async def age(self, path: str) -> float | None:
-        fs = self.sync_fs()
-        bucket, key, _ = fs.split_path(path)
+    async def create_exclusive(self, path: str, data: bytes) -> str | None:
         try:
-            out = await self._call(fs.call_s3, "head_object", Bucket=bucket, Key=key)
+            out = await self._s3("put_object", path, Body=data, IfNoneMatch="*")
+        except FileExistsError:  # 412 Precondition Failed: another holder's
+            return None
+        return str(out["ETag"])
+
+    async def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
+        try:
+            out = await self._s3("put_object", path, Body=data, IfMatch=etag)
+        except FileNotFoundError:  # gone
+            return None
+        except OSError as e:
+            if _precondition_failed(e):  # 412: someone else's now
+                return None
+            raise
+        return str(out["ETag"])
+
+    async def age(self, path: str) -> tuple[float, str] | None:
+        try:
+            out = await self._s3("head_object", path)
         except FileNotFoundError:
             return None
-        return time.time() - out["LastModified"].timestamp()  # type: ignore[no-any-return]
+        return time.time() - out["LastModified"].timestamp(), str(out["ETag"])
 
     async def delete(self, paths: list[str]) -> None:
         try:
@@ -234,27 +255,12 @@ class AsyncFsspecBackend(ThreadFsspecBackend):
             pass
         return None
 
-    async def create_exclusive(self, path: str, data: bytes) -> bool:
+    async def _s3(self, method: str, path: str, **kwargs: Any) -> Any:
         fs = self.native()
         if fs is None:
-            return await super().create_exclusive(path, data)
+            return await super()._s3(method, path, **kwargs)
         bucket, key, _ = fs.split_path(path)
-        try:
-            await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except FileExistsError:  # 412 Precondition Failed: another holder's
-            return False
-        return True
-
-    async def age(self, path: str) -> float | None:
-        fs = self.native()
-        if fs is None:
-            return await super().age(path)
-        bucket, key, _ = fs.split_path(path)
-        try:
-            out = await fs._call_s3("head_object", Bucket=bucket, Key=key)
-        except FileNotFoundError:
-            return None
-        return time.time() - out["LastModified"].timestamp()  # type: ignore[no-any-return]
+        return await fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
 
     async def info(self, path: str) -> dict[str, Any]:
         fs = self.native()

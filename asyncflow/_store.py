@@ -171,12 +171,16 @@ class Store:
         """The open lock file of a local store (made on first use, in `{store}/.asyncflow/`)."""
         return await self._do("lock", f"{self.root}/{SEGMENTS}", self.backend.lock_file(self.root))
 
-    async def create_exclusive(self, path: str, data: bytes) -> bool:
-        """Create `path` only if nothing is there (a conditional PUT); False if something is."""
+    async def create_exclusive(self, path: str, data: bytes) -> str | None:
+        """Create `path` only if nothing is there (a conditional PUT): its ETag, or None."""
         return await self._do("write", path, self.backend.create_exclusive(path, data))
 
-    async def age(self, path: str) -> float | None:
-        """Seconds since `path` was written; None if it is missing."""
+    async def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
+        """Overwrite `path` only if it still has `etag` (a conditional PUT): the new ETag, or None."""
+        return await self._do("write", path, self.backend.replace_if(path, data, etag))
+
+    async def age(self, path: str) -> tuple[float, str] | None:
+        """Seconds since `path` was written and its ETag; None if it is missing."""
         return await self._do("check", path, self.backend.age(path))
 
     async def checksum(self, path: str) -> str | None:

@@ -148,3 +148,43 @@ async def test_a_bad_single_flight_value_is_named(store: str) -> None:
 
     with pytest.raises(af.ParameterError, match=r"single_flight must be .*\"store\".*\"process\".*got 'disk'"):
         await af.Workflow(sf_one(), store=store, single_flight="disk").run()
+
+
+def test_two_event_loops_of_one_process_build_a_node_once(tmp_path: Path) -> None:
+    import threading
+
+    ran: list[int] = []
+
+    @af.task(name="sf_threads")
+    def sf_threads() -> int:
+        ran.append(1)
+        time.sleep(0.3)
+        return 7
+
+    outs: list[int] = []
+
+    def one() -> None:
+        outs.append(af.run(sf_threads(), store=str(tmp_path / "store"), execution_summary=False))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]  # af.run from threads: two loops
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outs == [7, 7] and ran == [1]  # record locks are per process: the lease is per loop too
+
+
+async def test_an_s3_lease_is_taken_over_by_one_process_only(s3_store: str) -> None:
+    from asyncflow._store import get_store
+
+    store = get_store(s3_store, af.settings.storage_options)
+    path = store.join("sf_takeover", ".asyncflow", "x.lease")
+    first = await store.create_exclusive(path, b"dead holder")
+    assert first is not None and await store.create_exclusive(path, b"another") is None  # one creator
+    seen = await store.age(path)
+    assert seen is not None
+    _, etag = seen
+    taker = await store.replace_if(path, b"taker 1", etag)  # both saw the dead holder's lease...
+    late = await store.replace_if(path, b"taker 2", etag)  # ...only the first takes it over
+    assert taker is not None and late is None
+    assert await store.replace_if(path, b"taker 1", taker) is not None  # its holder renews it

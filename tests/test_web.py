@@ -188,6 +188,16 @@ def test_finished_runs_are_kept_a_bounded_number_then_answer_410(tmp_path: Path)
     assert "no longer kept" in answers[0].json()["error"]
 
 
+def test_a_run_refused_for_capacity_never_runs(tmp_path: Path) -> None:
+    with _serve(tmp_path, WEB_MAX_ACTIVE="1") as (url, log):
+        slow = httpx.post(f"{url}/runs", json={"task": "report", "params": {"user": "a", "steps": 1, "pause": 2}})
+        refused = httpx.post(f"{url}/runs", json={"task": "score", "params": {"user": "refused"}})
+        assert slow.status_code == 200
+        assert refused.status_code == 503 and "too many runs in progress" in refused.json()["error"]
+        time.sleep(0.5)
+    assert "score[user=refused]" not in (log.read_text() if log.exists() else "")
+
+
 def test_two_worker_processes_build_a_shared_node_once(tmp_path: Path) -> None:
     with _serve(tmp_path, workers=2) as (url, log):
 

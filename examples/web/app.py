@@ -63,10 +63,13 @@ class Runs:
         self.seq = itertools.count(1)
         self.issued = 0
 
-    def add(self, handle: af.RunHandle, flow: af.Workflow) -> str:
+    def admit(self) -> None:
+        """Room for one more run, or 503 (asked before the run starts: a refused run never runs)."""
         self.prune()
         if len(self.entries) - len(self.finished) >= MAX_ACTIVE:
             raise HTTPException(503, f"too many runs in progress ({MAX_ACTIVE}); try again later")
+
+    def add(self, handle: af.RunHandle, flow: af.Workflow) -> str:
         self.issued = next(self.seq)
         run_id = f"{self.issued:x}-{secrets.token_hex(6)}"
         self.entries[run_id] = Entry(handle, flow)
@@ -151,6 +154,7 @@ async def start_run(body: RunRequest, wait: bool = False) -> dict[str, Any]:
         raise HTTPException(422, str(e)) from None
     flow = af.Workflow(node, store=STORE, execution_summary=False)
     runs: Runs = app.state.runs
+    runs.admit()
     handle = flow.start(app.state.tg)
     run_id = runs.add(handle, flow)
     app.state.tg.start_soon(_forget_when_done, runs, run_id, handle)
