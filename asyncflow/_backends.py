@@ -325,7 +325,7 @@ class LocalBackend(Backend):
         return {"name": path, "size": st.st_size, "mtime": st.st_mtime, "type": "file"}
 
     async def check(self) -> None:
-        return None
+        await self._run(_local.make_store, self.root)
 
 
 class SyncFsBackend(Backend):

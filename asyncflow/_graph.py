@@ -260,7 +260,7 @@ def activate(roots: list[NodeState], new: list[NodeState], states: dict[bytes, N
     out = Activation()
     seen: set[NodeState] = set()
     fresh = set(new)
-    stack = [st for st in roots if st.status == TODO]
+    stack = [st for st in reversed(roots) if st.status == TODO]  # (popped in declared order)
     for st in roots:
         if st.status == MISSING:
             out.missing.append(st)
@@ -270,11 +270,12 @@ def activate(roots: list[NodeState], new: list[NodeState], states: dict[bytes, N
     while stack:
         st = stack.pop()
         st.status = PENDING
+        push: list[NodeState] = []
         for d in st.deps:
             if d.status == TODO:
                 if d not in seen:
                     seen.add(d)
-                    stack.append(d)
+                    push.append(d)
             elif d.status == MISSING:
                 out.missing.append(d)
                 out.needed_by.append(st.node.id)
@@ -291,6 +292,7 @@ def activate(roots: list[NodeState], new: list[NodeState], states: dict[bytes, N
                 else:
                     d.dependants.append(st)
         out.to_queue.append(st)
+        stack.extend(reversed(push))  # upstream runs in the order it was declared
     root_set = set(roots)
     for st in new:  # planned but not needed: forget them
         if st not in seen and (st.status == TODO or (st.status == COMPLETE and st not in root_set)):

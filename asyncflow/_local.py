@@ -60,6 +60,12 @@ def list_folder(folder: str) -> set[str]:
     return out
 
 
+def make_store(root: str) -> None:
+    """The store's folder, made when missing (an unusable path fails here, before any body runs)."""
+    if not os.path.isdir(root):
+        os.makedirs(root, exist_ok=True)
+
+
 def sweep(path: str) -> None:
     """Remove a temporary file left by a killed writer (old enough that no live one owns it)."""
     try:

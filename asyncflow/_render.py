@@ -45,14 +45,15 @@ def summary(result: Any) -> str:
     head = "===== asyncflow execution summary ====="
     out = [head, f"Scheduled {len(recs)} node{'s' if len(recs) != 1 else ''} in {result.duration:.2f}s:"]
 
-    def block(status: str, title: str) -> None:
+    def block(status: str, title: str, one: str | None = None) -> None:
         counts = by.get(status)
         if counts:
-            out.append(f"* {sum(counts.values())} {title}:")
+            total = sum(counts.values())
+            out.append(f"* {total} {one if total == 1 and one else title}:")
             out.extend(f"    - {n} {task}" for task, n in sorted(counts.items()))
 
     block("ran", "ran")
-    block("skipped", "complete ones were encountered (skipped)")
+    block("skipped", "complete ones were encountered (skipped)", "complete one was encountered (skipped)")
     failed = [r for r in recs if r.status == "failed"]
     if failed:
         out.append(f"* {len(failed)} failed:")

@@ -98,10 +98,13 @@ class Store:
 
     # operations -----------------------------------------------------------------------------
     async def check(self) -> None:
-        """Fail early, naming the store, when it cannot be used (missing bucket, denied, down)."""
+        """Fail early, naming the store, when it cannot be used (missing bucket, denied, down; a
+        local folder that cannot be made), before any body runs."""
         try:
             await self.backend.check()
-        except FileNotFoundError:
+        except FileNotFoundError as e:
+            if self.kind == "local":  # the folder could not be made
+                raise StorageError(f"store {self.url} cannot be used: {type(e).__name__}: {e}", path=self.url) from e
             bucket = self.root.strip("/").split("/", 1)[0]
             raise StorageError(
                 f"store {self.url}: bucket {bucket!r} does not exist; create it or fix the store URL", path=self.url

@@ -132,9 +132,13 @@ def _target_args(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("target")(fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.version_option(af.__version__, "--version", "-V", prog_name="asyncflow", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """asyncflow: run async workflows from the shell."""
+    if ctx.invoked_subcommand is None:  # `asyncflow` alone: what it can do (not an error)
+        click.echo(ctx.get_help())
 
 
 def _run_flow(
@@ -245,9 +249,12 @@ def reset(target: str, params: tuple[str, ...], store: str | None, expression: s
     if not nodes:
         names = sorted({n.task.name for n in flow.nodes()})
         fail(f"no task {task_name!r} in this flow; its tasks: {', '.join(names)}")
-    if not yes and sys.stdin.isatty() and not click.confirm(f"Delete the targets of {len(nodes)} {task_name} node(s)?"):
-        print("nothing deleted", file=sys.stderr)
-        return 0
+    if not yes:
+        if not sys.stdin.isatty():  # nobody to ask: never delete unasked
+            fail(f"reset would delete the targets of {len(nodes)} {task_name} node(s): pass --yes to confirm")
+        if not click.confirm(f"Delete the targets of {len(nodes)} {task_name} node(s)?"):
+            print("nothing deleted", file=sys.stderr)
+            return 0
     for path in anyio.run(flow.reset, nodes):
         print(path)
     return 0

@@ -63,6 +63,7 @@ def af_cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subproce
         capture_output=True,
         text=True,
         env={**base, **(env or {})},
+        stdin=subprocess.DEVNULL,  # never a terminal, even under a developer's `make test`
         timeout=120,
     )
 
@@ -166,6 +167,8 @@ def test_k_selects_nodes_and_their_upstream_only(project: Path) -> None:
 
 def test_reset_deletes_one_tasks_targets(project: Path) -> None:
     af_cli(project, "run", "pipe.py:fit", "-q")
+    unasked = af_cli(project, "reset", "pipe.py:fit", "--task", "get_data")  # stdin is no terminal here
+    assert unasked.returncode == 2 and "pass --yes to confirm" in unasked.stderr
     out = af_cli(project, "reset", "pipe.py:fit", "--task", "get_data", "--yes")
     assert out.returncode == 0
     assert len(out.stdout.splitlines()) == 1 and "/get_data/" in out.stdout
@@ -268,3 +271,12 @@ def test_force_and_force_all(project: Path) -> None:
     assert "ran fit[" in everything.stderr and "ran get_data" in everything.stderr
     nothing = af_cli(project, "run", "pipe.py:fit", "--max-concurrency", "1")
     assert "ran " not in nothing.stderr and nothing.returncode == 0
+
+
+def test_asyncflow_alone_shows_help_and_version_is_known(tmp_path: Path) -> None:
+    alone = af_cli(tmp_path)
+    assert alone.returncode == 0 and "Commands:" in alone.stdout and "run" in alone.stdout
+    import asyncflow
+
+    version = af_cli(tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"asyncflow {asyncflow.__version__}"

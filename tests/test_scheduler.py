@@ -323,3 +323,23 @@ async def test_thread_bodies_are_not_capped_by_the_default_thread_limiter(mem_st
     with anyio.fail_after(20):
         result = await af.Workflow([meet(i=i) for i in range(50)], store=mem_store).run()
     assert result.ran == 50
+
+
+async def test_ready_nodes_start_in_the_order_they_were_declared(mem_store) -> None:
+    started: list[int] = []
+
+    @af.task(persist=False)
+    async def ordered(i: int) -> int:
+        started.append(i)
+        await anyio.sleep(0)
+        return i
+
+    @af.task(persist=False)
+    async def gathered(parts: list[int]) -> int:
+        return len(parts)
+
+    await af.Workflow([ordered(i=i) for i in range(8)], store=mem_store).run()
+    assert started == list(range(8))
+    started.clear()
+    await af.Workflow(gathered(parts=[ordered(i=i) for i in range(10, 18)]), store=mem_store, max_concurrency=1).run()
+    assert started == list(range(10, 18))

@@ -73,3 +73,23 @@ def test_permission_denied_is_a_storage_error(tmp_path: Path) -> None:
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("StorageError cannot write ")
     assert "Permission denied" in last
+
+
+def test_an_unusable_local_store_fails_before_any_body(tmp_path: Path) -> None:
+    import anyio
+
+    import asyncflow as af
+
+    ran: list[int] = []
+
+    @af.task
+    async def never_runs(i: int) -> int:
+        ran.append(i)
+        return i
+
+    (tmp_path / "a_file").write_text("not a folder")
+    for store in ("/proc/asyncflow-nope", str(tmp_path / "a_file" / "store")):
+        flow = af.Workflow([never_runs(i=i) for i in range(20)], store=store, execution_summary=False)
+        with pytest.raises(af.StorageError, match=rf"store {store} cannot be used"):
+            anyio.run(flow.run)
+    assert ran == []
