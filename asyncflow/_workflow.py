@@ -3,6 +3,7 @@ runner that `await node` uses outside any flow is registered here."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import difflib
 import sys
 import time
@@ -420,7 +421,7 @@ def run(what: Any, **options: Any) -> Any:
         library = sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
         library = None
-    if library is not None:
+    if library is not None and (library != "asyncio" or _context.current.get() is not None):
         raise RuntimeError(
             f"af.run() was called inside a running {library} event loop; use `await flow.run()` "
             "or `await node` there instead"
@@ -441,6 +442,9 @@ def run(what: Any, **options: Any) -> Any:
         outs = [st.output for st in states]
         return outs[0] if single else outs
 
+    if library is not None:  # a notebook cell, the asyncio REPL: the flow runs on an event loop of
+        with concurrent.futures.ThreadPoolExecutor(1, "asyncflow-run") as pool:  # its own, in a thread,
+            return pool.submit(anyio.run, main).result()  # and the caller waits (its loop waits too)
     if _context.current.get() is not None:  # a plain-function body (a worker thread) runs a flow:
         try:  # on the body's own event loop, so its nodes are shared and cycles through it are found
             return anyio.from_thread.run(main)
