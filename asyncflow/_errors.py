@@ -16,6 +16,7 @@ ends with the fix.
 
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Any
 
@@ -92,12 +93,18 @@ class StorageError(AsyncflowError, OSError):
         self.path = path
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _origin(exc: BaseException) -> str:
-    """`file:line` of the innermost frame that raised `exc`, or '' when unknown."""
+    """`file:line` of the innermost frame of the user's code that raised `exc` (asyncflow's own
+    frames skipped: a user wants the line of theirs that did it), or '' when unknown."""
     tb = exc.__traceback__
     if tb is None:
         return ""
-    frame = traceback.extract_tb(tb)[-1]
+    frames = traceback.extract_tb(tb)
+    mine = [f for f in frames if not f.filename.startswith(_PACKAGE)]
+    frame = (mine or frames)[-1]
     return f"{frame.filename}:{frame.lineno}"
 
 

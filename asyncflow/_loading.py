@@ -79,8 +79,15 @@ def convert_for(tasks: list[af.Task], raw: dict[str, str]) -> dict[str, Any]:
     for name, value in raw.items():
         param = next((t.params[name] for t in tasks if name in t.params), None)
         if param is None:
+            import difflib
+
             known = sorted({p for t in tasks for p in t.params})
-            fail(f"unknown parameter {name!r}; known: {', '.join(known) or 'none'}")
+            close = difflib.get_close_matches(name, known, n=1)
+            who = (
+                f"task {tasks[0].name!r}" if len(tasks) == 1 else "the tasks " + ", ".join(repr(t.name) for t in tasks)
+            )
+            fail(f"-p {name}: {who} has no parameter {name!r}; it accepts {', '.join(known) or 'none'}"
+                 + (f"; did you mean {close[0]!r}?" if close else ""))  # fmt: skip
         out[name] = param.convert(value, strict=False)
     return out
 

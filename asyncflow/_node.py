@@ -144,6 +144,12 @@ class Node(HasKey):
     def __repr__(self) -> str:
         return f"<Node {self.id}>"
 
+    def __iter__(self) -> Any:  # the usual slip: `for row in upstream(...)` without `await`
+        raise TypeError(f"{self.make_id()} is a node, not its output: `await` it in a body (`rows = await ...`)")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise TypeError(f"{self.make_id()} is a node, not its output: `await` it in a body before indexing it")
+
     def __str__(self) -> str:
         return self.id
 

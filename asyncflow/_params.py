@@ -3,6 +3,7 @@ specification binding follows (own parameters, inherited ones, defaults holding 
 
 from __future__ import annotations
 
+import enum
 import inspect
 import re
 import string
@@ -116,17 +117,29 @@ class Param:
         try:
             try:
                 return msgspec.convert(value, ann, strict=strict, from_attributes=True)
-            except msgspec.ValidationError:
+            except msgspec.ValidationError as first:
                 if strict or not isinstance(value, str):
                     raise
-                return msgspec.json.decode(value, type=ann)  # lists, dicts... as JSON text
+                try:
+                    return msgspec.json.decode(value, type=ann)  # lists, dicts... as JSON text
+                except msgspec.DecodeError:  # not JSON either: say what the text was checked against
+                    raise first from None
         except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as e:
             raise ParameterError(
-                f"task {self.owner!r}: parameter {self.name!r} expects {self.type_text}, "
+                f"task {self.owner!r}: parameter {self.name!r} expects {self.type_text}{self._choices()}, "
                 f"got {value!r} ({type(value).__name__}): {e}",
                 task=self.owner,
                 param=self.name,
             ) from None
+
+    def _choices(self) -> str:
+        """` (one of: ols, logit)` for an enum or a Literal: the values a user may give."""
+        ann = self.annotation
+        if isinstance(ann, type) and issubclass(ann, enum.Enum):
+            return f" (one of: {', '.join(str(m.value) for m in ann)})"
+        if typing.get_origin(ann) is typing.Literal:
+            return f" (one of: {', '.join(map(str, typing.get_args(ann)))})"
+        return ""
 
 
 class Spec:

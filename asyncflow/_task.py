@@ -102,7 +102,7 @@ class Task(CodeBoundary):
             )
         self.limit = limit
         self.version = None if version is None else str(version)
-        self.executor = _check_executor(where, executor, self.kind)
+        self.executor = _check_executor(where, executor, self.kind, fn)
         # None: the workflow's `rerun_stale`; False keeps this task's stale targets (pytask's mark.persist)
         self.rerun_stale = None if rerun_stale is None else _check(where, "rerun_stale", rerun_stale, bool)
         self.id_format = check_id_format(where, id, fn)
@@ -344,13 +344,20 @@ def _check(task: str, option: str, value: Any, types: Any, minimum: float | None
     return value
 
 
-def _check_executor(task: str, executor: Any, kind: str) -> Any:
+def _check_executor(task: str, executor: Any, kind: str, fn: Any) -> Any:
     if executor is None:
         return "async" if kind in ("async", "asyncgen") else "thread"
     if executor in ("async", "thread", "process"):
         if executor == "async" and kind == "sync":
             raise ParameterError(
                 f"task {task!r} is a plain function: use executor='thread' or 'process' (or make it async def)",
+                task=task,
+                param="executor",
+            )
+        if executor == "process" and "<locals>" in getattr(fn, "__qualname__", ""):
+            raise ParameterError(
+                f"task {task!r} runs in another process (executor='process'), which imports it by name: "
+                "define it at module level, not inside a function",
                 task=task,
                 param="executor",
             )

@@ -263,3 +263,42 @@ def test_parameter_that_cannot_be_identified_names_task_and_parameter() -> None:
         af.ParameterError, match="task 'takes': parameter 'lock' = .* cannot be part of a node's identity"
     ):
         takes(lock=object())
+
+
+def test_process_bodies_defined_inside_a_function_are_refused_at_decoration() -> None:
+    with pytest.raises(af.ParameterError, match=r"executor='process'.*define it at module level"):
+
+        @af.task(executor="process")
+        def local_process_body() -> int:
+            return 1
+
+
+@pytest.mark.anyio
+async def test_forgetting_await_in_a_body_gets_a_hint_pointing_at_the_user_s_line() -> None:
+    @af.task(persist=False)
+    async def hint_rows(n: int) -> list[int]:
+        return list(range(n))
+
+    @af.task(persist=False)
+    async def hint_total(n: int) -> int:
+        return sum(x for x in hint_rows(n=n))  # the slip: no await
+
+    with pytest.raises(
+        af.FlowFailed, match=r"hint_rows\[n=3\] is a node, not its output: `await` it.*test_task.py:\d+"
+    ):
+        await af.Workflow(hint_total(n=3), store="memory://hint").run()
+
+
+class Shade(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@af.task(persist=False)
+async def paint(color: Shade) -> str:
+    return color.value
+
+
+def test_enum_and_literal_parameters_list_their_values_when_wrong() -> None:
+    with pytest.raises(af.ParameterError, match=r"expects Shade \(one of: red, green\), got 'blue'"):
+        paint.bind((), {"color": "blue"}, strict=False)
