@@ -202,7 +202,7 @@ async def _execute(run: Running, st: NodeState) -> None:
                 return not st.forced and await run.inventory.built_elsewhere(st, target, anyone=True)
 
             lease = await run.leases.take(target, run.pool.tg, built)
-            if lease is not None and (lease.elsewhere or await built()):
+            if lease is not None and (lease.elsewhere or (await _maybe_built(run, lease, target) and await built())):
                 await run.finish(st, COMPLETE)  # another process built it (its lease kept us waiting)
                 return
         deps = st.deps
@@ -255,6 +255,13 @@ async def _execute(run: Running, st: NodeState) -> None:
     if run.log_info:
         log().info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
     run.settle(st, DONE)
+
+
+async def _maybe_built(run: Running, lease: Lease, target: Target) -> bool:
+    """Whether to look at the target again once its lease is held: always locally (a cheap stat);
+    on object stores only if another process wrote records in the folder since this run looked
+    (one listing for the folder instead of a request per node)."""
+    return lease.fd >= 0 or await run.inventory.others_published(target)
 
 
 async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:

@@ -35,7 +35,7 @@ from ._fingerprint import (
 from ._graph import OK, NodeState
 from ._identity import tagged, untagged
 from ._log import log
-from ._records import FolderRecords, attached_record, load_entries, read_attached, record_log, scan
+from ._records import FolderRecords, attached_record, is_mine, load_entries, read_attached, record_log, scan
 from ._store import Store, store_for_path
 from ._targets import Target, store_of
 from ._task import REGISTRY, external
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 
 Folder = tuple[Any, str]  # (store key, folder path)
+FOREIGN_FRESH = 0.25  # seconds an answer of `others_published` is reused for a folder (once yes, always yes)
 SMALL = 16  # a run with at most this many nodes of a task probes their targets instead of scanning the folder
 _detail = msgspec.msgpack.Encoder()
 
@@ -65,6 +66,7 @@ class Inventory:
         self.new_event = new_event
         self._stores: dict[Any, Store] = {}
         self.folders: dict[Folder, FolderRecords | anyio.Event] = {}  # scanned folders (or being scanned)
+        self.foreign: dict[str, tuple[float, bool] | anyio.Event] = {}  # folder -> (when, others wrote records)
         self.entries: dict[Folder, FolderRecords] = {}  # segments read for probed folders
         self.probed: dict[Folder, int] = {}  # folders decided by probes: the store's generation then
         self.checked: set[Any] = set()  # stores found usable in this run
@@ -266,6 +268,32 @@ class Inventory:
         view = self.folders.get(k)
         seen = view.generation if isinstance(view, FolderRecords) else self.probed.get(k)
         return seen is None or target.store.generation.get(target.folder, 0) != seen
+
+    async def others_published(self, target: Target) -> bool:
+        """Whether another process may have published in the target's folder since this run
+        looked: a record segment written by another process that this run's scan did not see.
+        (A process publishes a target's record before giving its lease back, so after taking a
+        lease this answers for every node of the folder with one listing, at most every 50 ms.)"""
+        view = self.folders.get((target.store.key, target.folder))
+        if not isinstance(view, FolderRecords):
+            return True  # decided by probes, not a scan: look at the target itself
+        seen = self.foreign.get(target.folder)
+        while isinstance(seen, anyio.Event):  # another node of this run is listing it: share the answer
+            await seen.wait()
+            seen = self.foreign.get(target.folder)
+        if seen is not None and (seen[1] or time.monotonic() - seen[0] < FOREIGN_FRESH):
+            return seen[1]
+        listing = self.foreign[target.folder] = self.new_event()
+        try:
+            names = await target.store.segment_names(target.folder)
+            known = set(view.segments)
+            self.foreign[target.folder] = (time.monotonic(), any(not is_mine(n) and n not in known for n in names))
+        except BaseException:
+            self.foreign.pop(target.folder, None)
+            raise
+        finally:
+            listing.set()
+        return self.foreign[target.folder][1]  # type: ignore[index]
 
     async def built_elsewhere(self, st: NodeState, target: Target, anyone: bool = False) -> bool:
         """Whether another run of this process (`anyone`: of any process) built this node, current

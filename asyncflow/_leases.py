@@ -20,6 +20,7 @@ within a process only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,7 @@ _HOLDER = f"{os.getpid()}-{secrets.token_hex(4)}".encode()
 class Lease:
     """A node's lease, held by this process until `release()`."""
 
-    __slots__ = ("elsewhere", "etag", "fd", "offset", "path", "renewed", "renewing", "target")
+    __slots__ = ("content", "elsewhere", "etag", "fd", "offset", "path", "renewed", "renewing", "target")
 
     def __init__(self, target: Target, fd: int = -1, offset: int = 0, path: str = "", elsewhere: bool = False) -> None:
         self.target = target
@@ -53,6 +54,7 @@ class Lease:
         self.offset = offset
         self.path = path
         self.etag = ""  # an S3 lease object's ETag: renewals and takeovers are conditional on it
+        self.content = b""  # what this holder wrote in it
         self.renewing: anyio.CancelScope | None = None
         self.renewed: anyio.Event | None = None  # set once its renewal has stopped (nothing in flight)
 
@@ -148,19 +150,23 @@ def lease_path(target: Target) -> str:
 async def _object(target: Target, lease_seconds: float, tg: TaskGroup, built: Built) -> Lease:
     store = target.store
     path = lease_path(target)
+    mine = _HOLDER + b"-" + secrets.token_hex(8).encode()  # this very lease: its ETag is its MD5
     delay = FIRST_WAIT
     while True:
         with anyio.CancelScope(shield=True):  # a PUT that succeeded is a lease held: never lose one
-            etag = await store.create_exclusive(path, _HOLDER)
+            etag = await store.create_exclusive(path, mine)
         if etag is not None:
             break
         seen = await store.age(path)
         if seen is None:
             continue  # released meanwhile: try again at once
         age, theirs = seen
+        if theirs.strip('"') == hashlib.md5(mine).hexdigest():  # our own PUT, retried by the client
+            etag = theirs
+            break
         if path in _GIVEN_BACK or age > lease_seconds + 1:  # given back here, or its holder died (S3
             with anyio.CancelScope(shield=True):  # times are whole seconds): take it over, only if
-                etag = await store.replace_if(path, _HOLDER, theirs)  # nobody else did meanwhile
+                etag = await store.replace_if(path, mine, theirs)  # nobody else did meanwhile
             if etag is not None:
                 if path not in _GIVEN_BACK:
                     log().warning("lease of a dead holder taken over", path=store.display(path), age=round(age, 1))
@@ -172,7 +178,7 @@ async def _object(target: Target, lease_seconds: float, tg: TaskGroup, built: Bu
         await anyio.sleep(delay)
         delay = min(delay * 2, MAX_WAIT)
     lease = Lease(target, path=path)
-    lease.etag = etag
+    lease.etag, lease.content = etag, mine
     lease.renewing, lease.renewed = anyio.CancelScope(), anyio.Event()
     tg.start_soon(_renew, lease, lease_seconds)
     return lease
@@ -189,7 +195,7 @@ async def _renew(lease: Lease, lease_seconds: float) -> None:
             while True:
                 await anyio.sleep(lease_seconds / 3)
                 try:
-                    etag = await store.replace_if(lease.path, _HOLDER, lease.etag)
+                    etag = await store.replace_if(lease.path, lease.content, lease.etag)
                 except Exception as e:  # the store is down: the body goes on, the next try may work
                     log().warning("lease renewal failed", path=store.display(lease.path), error=str(e))
                     continue

@@ -38,6 +38,11 @@ ATTACHED_MAX = 3000  # bytes: a record with a larger detail is attached without 
 COMPACT_AFTER = 16  # segments in a folder before a reader compacts them
 
 
+def is_mine(segment: str) -> bool:
+    """Whether this process wrote the segment (its name carries the pid and session)."""
+    return f"-{os.getpid():x}-{_SESSION}-" in segment
+
+
 def segment_name() -> str:
     """A new segment's name: time first, so that names sort as they were written."""
     return f"{time.time_ns():016x}-{os.getpid():x}-{_SESSION}-{next(_counter):x}{SEGMENT_EXT}"

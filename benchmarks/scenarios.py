@@ -303,7 +303,7 @@ def _small_runs(store: str, first: int, count: int, options: dict[str, Any] | No
     async def go() -> float:
         t = time.perf_counter()
         for i in range(first, first + count):
-            await af.Workflow(svc_leaf(i=i), store=store, storage_options=options, execution_summary=False).run()
+            await af.Workflow(svc_leaf(i=i), store=store, storage_options=options or {}, execution_summary=False).run()
         return time.perf_counter() - t
 
     return asyncio.run(go())
