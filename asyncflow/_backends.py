@@ -173,7 +173,7 @@ class Backend(abc.ABC):
         this store has single flight within a process only."""
         return None
 
-    async def lock_file(self, root: str) -> int:
+    async def lock_file(self, root: str, shard: int) -> int:
         raise NotImplementedError
 
     async def create_exclusive(self, path: str, data: bytes) -> str | None:
@@ -284,8 +284,8 @@ class LocalBackend(Backend):
     def lease_kind(self) -> str | None:
         return "lock" if _local.HAS_LOCKS else None
 
-    async def lock_file(self, root: str) -> int:
-        return await self._run(_local.lock_file, root)  # type: ignore[no-any-return]
+    async def lock_file(self, root: str, shard: int) -> int:
+        return await self._run(_local.lock_file, root, shard)  # type: ignore[no-any-return]
 
     async def attach(self, path: str, record: bytes) -> bool:
         return await self._run(_local.attach, path, record)  # type: ignore[no-any-return]

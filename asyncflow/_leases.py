@@ -4,8 +4,8 @@ Before a body runs, its run takes the node's lease; a process that finds it take
 off: it never hammers the store) and, once it gets the lease, looks at the target again: built by
 the holder, it is used, not rebuilt. Two kinds, by store:
 
-- Local disk: a kernel record lock on one byte of the store's `.asyncflow/locks` file (the byte
-  chosen by the task and target name). No file per node, one system call to take or give back, and
+- Local disk: a kernel record lock on one byte of one of the store's `.asyncflow/locks-*` files
+  (the file and byte chosen by the task and target name). No file per node, one system call to take or give back, and
   the kernel releases it the moment its holder dies, however it dies: nothing expires, nothing to
   clean up. (Processes must see one kernel's locks: one machine, or an NFS with working locks.)
 - S3: an object `.asyncflow/{target}.lease` made by a conditional PUT (`If-None-Match: *`): only one
@@ -134,8 +134,8 @@ class RunLeases:
 
 
 async def _lock(target: Target) -> Lease:
-    fd = await target.store.lock_file()
     offset = _local.lock_offset(f"{target.folder.rsplit('/', 1)[-1]}/{target.name}")
+    fd = await target.store.lock_file(offset % _local.LOCK_SHARDS)
     delay = FIRST_WAIT
     while not _local.try_lock(fd, offset):
         await anyio.sleep(delay)

@@ -348,15 +348,16 @@ except ImportError:  # pragma: no cover - Windows: single flight within a proces
     fcntl = None  # type: ignore[assignment]
 
 HAS_LOCKS = fcntl is not None
-LOCK_FILE = "locks"  # in the store's own `.asyncflow/`: one byte of it per target
+LOCK_FILE = "locks"  # in the store's own `.asyncflow/`: `locks-{shard}`, one byte of one per target
+LOCK_SHARDS = 16  # the kernel keeps a file's record locks in a list: shorter lists, cheaper locks
 _lock_fds: dict[str, int] = {}  # open for the process's life: closing any fd of a file drops all its locks
 _lock_guard = threading.Lock()
 
 
-def lock_file(root: str) -> int:
+def lock_file(root: str, shard: int) -> int:
     """The open lock file of a store (made on first use, in `{root}/.asyncflow/`: task folders are
     not touched before a target is published). Blocking: call from a thread."""
-    path = os.path.join(root, SEGMENTS, LOCK_FILE)
+    path = os.path.join(root, SEGMENTS, f"{LOCK_FILE}-{shard:x}")
     with _lock_guard:
         fd = _lock_fds.get(path)
         if fd is None:

@@ -74,7 +74,7 @@ class Store:
         # Writes and deletes this process made, per folder: a run whose listing predates other
         # runs' writes re-checks a target before building it.
         self.generation: dict[str, int] = {}
-        self._lock_fd: int | None = None
+        self._lock_fds: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -171,12 +171,15 @@ class Store:
         await self._do("delete", f"{folder}/{SEGMENTS}", self.backend.delete_segments(folder, names))
 
     # leases (`_leases`) ---------------------------------------------------------------------
-    async def lock_file(self) -> int:
-        """The open lock file of a local store (made on first use, in `{store}/.asyncflow/`; kept
-        open for the process's life: a node's lease is then one system call, no thread hop)."""
-        if self._lock_fd is None:
-            self._lock_fd = await self._do("lock", f"{self.root}/{SEGMENTS}", self.backend.lock_file(self.root))
-        return self._lock_fd
+    async def lock_file(self, shard: int) -> int:
+        """One of the open lock files of a local store (made on first use, in `{store}/.asyncflow/`;
+        kept open for the process's life: a node's lease is then one system call, no thread hop)."""
+        fd = self._lock_fds.get(shard)
+        if fd is None:
+            fd = self._lock_fds[shard] = await self._do(
+                "lock", f"{self.root}/{SEGMENTS}", self.backend.lock_file(self.root, shard)
+            )
+        return fd
 
     async def create_exclusive(self, path: str, data: bytes) -> str | None:
         """Create `path` only if nothing is there (a conditional PUT): its ETag, or None."""
