@@ -27,6 +27,7 @@ from ._dask import Published
 from ._errors import CycleError, MissingInputError, ParameterError, SerializationError, TaskFailed, describe
 from ._faults import fault
 from ._graph import COMPLETE, DONE, FAILED, OK, RUNNING, UNSET, NodeState, Status, cycle_error, find_wait_cycle
+from ._inventory import others_published
 from ._log import log
 from ._node import has_nodes, replace_nodes
 from ._params import check_parts
@@ -261,7 +262,7 @@ async def _maybe_built(run: Running, lease: Lease, target: Target) -> bool:
     """Whether to look at the target again once its lease is held: always locally (a cheap stat);
     on object stores only if another process wrote records in the folder since this run looked
     (one listing for the folder instead of a request per node)."""
-    return lease.fd >= 0 or await run.inventory.others_published(target)
+    return lease.fd >= 0 or await others_published(run.inventory, target)
 
 
 async def _call_with_retries(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:

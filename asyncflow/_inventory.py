@@ -269,32 +269,6 @@ class Inventory:
         seen = view.generation if isinstance(view, FolderRecords) else self.probed.get(k)
         return seen is None or target.store.generation.get(target.folder, 0) != seen
 
-    async def others_published(self, target: Target) -> bool:
-        """Whether another process may have published in the target's folder since this run
-        looked: a record segment written by another process that this run's scan did not see.
-        (A process publishes a target's record before giving its lease back, so after taking a
-        lease this answers for every node of the folder with one listing, at most every 50 ms.)"""
-        view = self.folders.get((target.store.key, target.folder))
-        if not isinstance(view, FolderRecords):
-            return True  # decided by probes, not a scan: look at the target itself
-        seen = self.foreign.get(target.folder)
-        while isinstance(seen, anyio.Event):  # another node of this run is listing it: share the answer
-            await seen.wait()
-            seen = self.foreign.get(target.folder)
-        if seen is not None and (seen[1] or time.monotonic() - seen[0] < FOREIGN_FRESH):
-            return seen[1]
-        listing = self.foreign[target.folder] = self.new_event()
-        try:
-            names = await target.store.segment_names(target.folder)
-            known = set(view.segments)
-            self.foreign[target.folder] = (time.monotonic(), any(not is_mine(n) and n not in known for n in names))
-        except BaseException:
-            self.foreign.pop(target.folder, None)
-            raise
-        finally:
-            listing.set()
-        return self.foreign[target.folder][1]  # type: ignore[index]
-
     async def built_elsewhere(self, st: NodeState, target: Target, anyone: bool = False) -> bool:
         """Whether another run of this process (`anyone`: of any process) built this node, current
         (same fingerprint as it would have now), since this run decided it had to."""
@@ -417,3 +391,30 @@ async def _check_external(st: NodeState) -> None:
     st.exists = bool(found)
     st.output = [store.display(p) for p, _ in found] if len(paths) != 1 or path != paths[0] else url
     st.out_hash = output_hash(repr(found).encode()) if found else None
+
+
+async def others_published(inv: Inventory, target: Target) -> bool:
+    """Whether another process may have published in the target's folder since this run
+    looked: a record segment written by another process that this run's scan did not see.
+    (A process publishes a target's record before giving its lease back, so after taking a
+    lease this answers for every node of the folder with one listing, at most every 50 ms.)"""
+    view = inv.folders.get((target.store.key, target.folder))
+    if not isinstance(view, FolderRecords):
+        return True  # decided by probes, not a scan: look at the target itself
+    seen = inv.foreign.get(target.folder)
+    while isinstance(seen, anyio.Event):  # another node of this run is listing it: share the answer
+        await seen.wait()
+        seen = inv.foreign.get(target.folder)
+    if seen is not None and (seen[1] or time.monotonic() - seen[0] < FOREIGN_FRESH):
+        return seen[1]
+    listing = inv.foreign[target.folder] = inv.new_event()
+    try:
+        names = await target.store.segment_names(target.folder)
+        known = set(view.segments)
+        inv.foreign[target.folder] = (time.monotonic(), any(not is_mine(n) and n not in known for n in names))
+    except BaseException:
+        inv.foreign.pop(target.folder, None)
+        raise
+    finally:
+        listing.set()
+    return inv.foreign[target.folder][1]  # type: ignore[index]

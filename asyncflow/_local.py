@@ -20,6 +20,7 @@ import itertools
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -61,9 +62,15 @@ def list_folder(folder: str) -> set[str]:
 
 
 def make_store(root: str) -> None:
-    """The store's folder, made when missing (an unusable path fails here, before any body runs)."""
-    if not os.path.isdir(root):
+    """The store's folder, made when missing (a path that cannot be one fails here, before any body
+    runs). One that exists but cannot be entered is left to the operations, which name the path."""
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", root)
+    except FileNotFoundError:
         os.makedirs(root, exist_ok=True)
+    except PermissionError:
+        pass
 
 
 def sweep(path: str) -> None:

@@ -26,20 +26,22 @@ async def test_process_executor_runs_the_body_in_another_process(store) -> None:
     assert pid != os.getpid()
 
 
+@af.task(persist=False)
+async def pe_make_lock() -> Any:
+    return threading.Lock()
+
+
+@af.task(executor="process")  # (a process body is imported by name: at module level)
+def pe_use(lock: Any = af.depends(pe_make_lock)) -> int:
+    return 1
+
+
 async def test_process_executor_rejects_unpicklable_arguments(store) -> None:
-    @af.task(persist=False)
-    async def make_lock() -> Any:
-        return threading.Lock()
-
-    @af.task(executor="process")
-    def use(lock: Any = af.depends(make_lock)) -> int:
-        return 1
-
     with pytest.raises(af.FlowFailed) as e:
-        await af.Workflow(use(), store=store).run()
+        await af.Workflow(pe_use(), store=store).run()
     cause = e.value.__cause__
     assert isinstance(cause, af.ParameterError)
-    assert "'use' runs in a process, but its arguments cannot be pickled" in str(cause)
+    assert "'pe_use' runs in a process, but its arguments cannot be pickled" in str(cause)
 
 
 @af.task(executor="process")

@@ -335,11 +335,13 @@ async def test_ready_nodes_start_in_the_order_they_were_declared(mem_store) -> N
         return i
 
     @af.task(persist=False)
-    async def gathered(parts: list[int]) -> int:
+    async def ordered_root(parts: list[int]) -> int:
         return len(parts)
 
     await af.Workflow([ordered(i=i) for i in range(8)], store=mem_store).run()
     assert started == list(range(8))
     started.clear()
-    await af.Workflow(gathered(parts=[ordered(i=i) for i in range(10, 18)]), store=mem_store, max_concurrency=1).run()
+    await af.Workflow(
+        ordered_root(parts=[ordered(i=i) for i in range(10, 18)]), store=mem_store, max_concurrency=1
+    ).run()
     assert started == list(range(10, 18))
