@@ -174,19 +174,19 @@ class Backend(abc.ABC):
         return None
 
     async def lock_file(self, root: str, shard: int) -> int:
-        raise NotImplementedError
+        raise TypeError(f"{self.protocol} stores take no record locks (lease_kind() is {self.lease_kind()!r})")
 
     async def create_exclusive(self, path: str, data: bytes) -> str | None:
         """Create `path` only if nothing is there: its ETag, or None if something is."""
-        raise NotImplementedError
+        raise TypeError(f"{self.protocol} stores have no conditional writes (lease_kind() is {self.lease_kind()!r})")
 
     async def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
         """Overwrite `path` only if it still has `etag`: the new ETag, or None if it changed."""
-        raise NotImplementedError
+        raise TypeError(f"{self.protocol} stores have no conditional writes (lease_kind() is {self.lease_kind()!r})")
 
     async def age(self, path: str) -> tuple[float, str] | None:
         """Seconds since `path` was last written, and its ETag; None if it is missing."""
-        raise NotImplementedError
+        raise TypeError(f"{self.protocol} stores keep no lease objects (lease_kind() is {self.lease_kind()!r})")
 
     async def write_segment(self, folder: str, name: str, data: bytes) -> None:
         await self.write(f"{folder}/{SEGMENTS}/{name}", data)

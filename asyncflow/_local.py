@@ -120,16 +120,21 @@ def read_with_record(path: str) -> tuple[bytes, str, bytes | None]:
         return f.read(), tag, attached
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Publish `data` at `path`: a temporary file in the same folder, then an atomic rename."""
+def _open_temp(path: str) -> tuple[str, int]:
+    """A new temporary file beside `path` (its folder made when missing): its name and fd."""
     folder, name = os.path.split(path)
     tmp = temp_name(folder, name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, flags, 0o666)
+        return tmp, os.open(tmp, flags, 0o666)
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
+        return tmp, os.open(tmp, flags, 0o666)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Publish `data` at `path`: a temporary file in the same folder, then an atomic rename."""
+    tmp, fd = _open_temp(path)
     try:
         try:
             view = memoryview(data)
@@ -290,14 +295,7 @@ def _fill(fd: int, data: bytes, attach: Callable[[str], bytes | None] | None) ->
 
 
 def _publish_renamed(path: str, data: bytes, attach: Callable[[str], bytes | None] | None) -> str:
-    folder, name = os.path.split(path)
-    tmp = temp_name(folder, name)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
+    tmp, fd = _open_temp(path)
     try:
         try:
             tag = _fill(fd, data, attach)

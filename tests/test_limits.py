@@ -8,23 +8,9 @@ import pytest
 
 import asyncflow as af
 
+from .test_scheduler import Gauge
+
 pytestmark = pytest.mark.anyio
-
-
-class Gauge:
-    """Counts bodies running at once."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self.peak = 0
-
-    async def hold(self, seconds: float = 0.005) -> None:
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-        try:
-            await anyio.sleep(seconds)
-        finally:
-            self.now -= 1
 
 
 async def _all(flows: list[af.Workflow]) -> list[af.RunResult]:
@@ -44,7 +30,7 @@ async def test_a_task_limit_holds_across_concurrent_flows(mem_store) -> None:
 
     @af.task(persist=False, limit=2)
     async def lim_call(i: int) -> int:
-        await gauge.hold()
+        await gauge.hold(0.005)
         return i
 
     flows = [af.Workflow([lim_call(i=10 * f + i) for i in range(5)], store=mem_store) for f in range(10)]
