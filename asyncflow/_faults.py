@@ -4,6 +4,7 @@ In-process, tests put a callable in `HOOKS[point]`. In a subprocess, the environ
 `ASYNCFLOW_FAULT=point:action[:n]` arms one: at the n-th time (default 1) the point is reached,
 `kill` prints `FAULT point detail` and SIGKILLs the process, `raise` raises OSError. Points:
 `after_temp_write` (a local target is written, not yet linked or renamed into place),
+`after_segment_write` (the same for a folder's record segment),
 `before_publish`, `before_record` (a target is in place, with the record it carries where the store
 attaches them, its entry in the folder's segments not yet written), `after_publish` (a target and
 its record are in place), `after_plan` (before any body runs).

@@ -132,8 +132,9 @@ def _open_temp(path: str) -> tuple[str, int]:
         return tmp, os.open(tmp, flags, 0o666)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Publish `data` at `path`: a temporary file in the same folder, then an atomic rename."""
+def write_atomic(path: str, data: bytes, point: str = "after_temp_write") -> None:
+    """Publish `data` at `path`: a temporary file in the same folder, then an atomic rename
+    (`point` names the fault point between the two)."""
     tmp, fd = _open_temp(path)
     try:
         try:
@@ -142,7 +143,7 @@ def write_atomic(path: str, data: bytes) -> None:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        fault("after_temp_write", path)
+        fault(point, path)
         os.replace(tmp, path)  # atomic: the target appears whole or not at all
     except BaseException:
         try:
@@ -311,7 +312,7 @@ def _publish_renamed(path: str, data: bytes, attach: Callable[[str], bytes | Non
 
 def write_segment(folder: str, name: str, data: bytes) -> None:
     """Write a record segment (atomically: a segment is read whole or not at all)."""
-    write_atomic(os.path.join(folder, SEGMENTS, name), data)
+    write_atomic(os.path.join(folder, SEGMENTS, name), data, "after_segment_write")
 
 
 def segment_names(folder: str) -> list[str]:

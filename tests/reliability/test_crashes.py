@@ -121,6 +121,20 @@ def test_kill_between_target_and_record_rebuilds_targets_without_a_record(tmp_pa
     assert third == []  # now whole and trusted
 
 
+def test_kill_while_writing_a_segment_keeps_every_target_and_its_record(tmp_path: Path) -> None:
+    proc, _ = run_pipeline(tmp_path, "after_segment_write:kill:1")
+    assert proc.returncode == -9
+    killed = proc.stdout.split("FAULT after_segment_write ")[1].strip()
+    assert not os.path.exists(killed)  # the segment being written is not there, not even in part
+    present = _stages(_targets(tmp_path / "store" / "stage"))
+    assert present  # targets published before their entries reached a segment
+    proc, second = run_pipeline(tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == str(sum(range(20)) * 1000)
+    again = _stages([r for r in second if r.startswith("stage")])
+    assert not again & present  # each carries its record: trusted without the lost segment
+    assert again == {f"i={i}" for i in range(20)} - present
+
+
 def test_leftover_temporary_files_are_ignored_and_swept_by_age(tmp_path: Path) -> None:
     folder = tmp_path / "store" / "stage"
     folder.mkdir(parents=True)
