@@ -24,7 +24,14 @@ from . import _execute, _faults, events
 
 __all__ = ["FAULT_POINTS", "EventRecorder", "fault", "fault_environment", "instant_retries", "memory_store"]
 
-FAULT_POINTS = ("after_plan", "after_temp_write", "after_segment_write", "before_publish", "before_record", "after_publish")
+FAULT_POINTS = (
+    "after_plan",
+    "after_temp_write",
+    "after_segment_write",
+    "before_publish",
+    "before_record",
+    "after_publish",
+)
 """Where asyncflow lets a test crash, fail or wait: after planning (before any body), after a local
 target's bytes are written (before it is linked or renamed into place), before a target is
 published, between a target in place and its entry in the folder's record segments, after a target
