@@ -10,6 +10,7 @@ Several workers share one store: a node that requests in different workers need 
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -106,6 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with anyio.create_task_group() as tg:  # every run belongs to the app
         app.state.tg = tg
         app.state.runs = Runs()
+        gc.freeze()  # what startup imported lives forever: kept out of every full collection's walk
         yield
         tg.cancel_scope.cancel()
 
