@@ -24,6 +24,7 @@ import hashlib
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -222,7 +223,7 @@ def _inner(value: Any) -> str:
     return _quote(value) if type(value) is str else show_value(value)
 
 
-def show_value(value: Any, nodes: list[Any] | None = None) -> str:
+def show_value(value: Any, nodes: Sequence[Any] | None = None) -> str:
     """Readable, unambiguous form of one parameter value inside a node id."""
     if nodes:
         n = len(nodes)
@@ -266,7 +267,7 @@ def node_id(name: str, shown: list[tuple[str, str]]) -> str:
     return f"{name}[{', '.join(f'{k}={v}' for k, v in sorted(shown))}]"
 
 
-def stem_value(value: Any, nodes: list[Any] | None = None) -> str:
+def stem_value(value: Any, nodes: Sequence[Any] | None = None) -> str:
     """The readable form of a value in a target's file name: the same as before ids quoted
     strings, so that targets of unchanged identities keep their names."""
     if nodes:

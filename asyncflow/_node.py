@@ -103,6 +103,8 @@ class Node(HasKey):
                 out.append((k, repr(v)))
             elif t is str and show is stem_value:
                 out.append((k, v))
+            elif t is Node:  # an upstream node (a chain's step): no walk for the nodes inside
+                out.append((k, show(v, (v,))))
             elif isinstance(v, enum.Enum) and show is show_value and self.task.annotation(k) is t:
                 out.append((k, show(v.value)))  # a member of the parameter's own enum: its value says it all
             else:

@@ -115,6 +115,12 @@ class Pool:
         if self.tg is not None:
             self._dispatch()
 
+    def hand_on(self, st: NodeState) -> None:
+        """`st` became ready as the node this worker ran finished: queued without dispatching, so
+        the worker runs it next itself (a chain runs on one worker, with no hand-over to another)."""
+        st.status = READY
+        self.ready.append(st)
+
     def _take(self) -> NodeState | None:
         """The next ready node whose limit has a token (slot already taken by the caller)."""
         while self.ready:
@@ -223,6 +229,8 @@ class Pool:
                 st = self._take()
                 if st is None:
                     self.free += 1
+                elif self.ready:
+                    self._dispatch()  # the rest of what this node made ready goes to other workers
             if st is None:
                 self._dispatch()
                 if self.closing:
