@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench bench-peers check clean chromium
+.PHONY: install demo test bench bench-peers check clean chromium airflow
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,17 @@ chromium:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium could not be installed: the report rendering test will be skipped"
 
-test: install chromium
+# A real Apache Airflow for the export test, in its own virtualenv (uv resolves it in seconds).
+AIRFLOW_VENV ?= .venv-airflow
+$(AIRFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet uv
+	$(AIRFLOW_VENV)/bin/uv pip install --quiet --python $(AIRFLOW_VENV)/bin/python "apache-airflow==2.10.5"
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
+
+test: install chromium airflow
 	$(VENV)/bin/mypy --strict asyncflow tests/typing/user.py
 	$(PY) -m pytest -q
 	ASYNCFLOW_TEST_BACKEND=trio $(PY) -m pytest -q -m "not slow" tests
@@ -40,4 +50,4 @@ check: install
 	$(MAKE) test
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) data .pytest_cache

@@ -86,7 +86,9 @@ def convert_for(tasks: list[af.Task], raw: dict[str, str]) -> dict[str, Any]:
             who = (
                 f"task {tasks[0].name!r}" if len(tasks) == 1 else "the tasks " + ", ".join(repr(t.name) for t in tasks)
             )
-            fail(f"-p {name}: {who} has no parameter {name!r}; it accepts {', '.join(known) or 'none'}"
+            verb = "has" if len(tasks) == 1 else "have"
+            fail(f"-p {name}: {who} {verb} no parameter {name!r}; {'it accepts' if len(tasks) == 1 else 'they accept'} "
+                 f"{', '.join(known) or 'none'}"
                  + (f"; did you mean {close[0]!r}?" if close else ""))  # fmt: skip
         out[name] = param.convert(value, strict=False)
     return out

@@ -87,12 +87,22 @@ def configure_logging() -> None:
 # targets ------------------------------------------------------------------------------------------
 
 
-def select(flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = ()) -> list[af.Node] | None:
-    """The nodes matching -k (or with these exact ids), as roots (selected ones upstream of other
-    selected ones dropped)."""
-    if not expression and not exact:
+def select(
+    flow: af.Workflow, expression: str | None, exact: tuple[str, ...] = (), at: str | None = None
+) -> list[af.Node] | None:
+    """The nodes matching -k (or with these exact ids, or the one at `N:TASK`: the N-th node of the
+    flow, a TASK node, as an exported Airflow task names it), as roots (selected ones upstream of
+    other selected ones dropped)."""
+    if not expression and not exact and not at:
         return None
     graph = flow.nodes()
+    if at:
+        index, _, task = at.partition(":")
+        node = graph[int(index)] if index.isdigit() and int(index) < len(graph) else None
+        if node is None or node.task.name != task:
+            fail(f"--node-at {at}: the flow's graph is not the one exported (its parameters change its "
+                 "shape?); export the DAG again with these parameters (-p)")  # fmt: skip
+        return [node]
     if exact:
         chosen = [n for n in graph if n.id in exact]
         missing = set(exact) - {n.id for n in chosen}
@@ -181,6 +191,7 @@ def _run_flow(
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--report", default=None, help="Write an HTML report of the run here.")(fn)
     fn = click.option("--node", "nodes", multiple=True, help="Only the node with this exact id (repeatable).")(fn)
+    fn = click.option("--node-at", "node_at", default=None, hidden=True)(fn)  # N:TASK (exported Airflow DAGs)
     fn = click.option("--quiet", "-q", is_flag=True, help="No progress and no summary (errors still show).")(fn)
     fn = click.option("--force-all", is_flag=True, help="Rebuild every node.")(fn)
     fn = click.option("--force", multiple=True, help="Rebuild this task's nodes and what depends on them.")(fn)
@@ -192,10 +203,10 @@ def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @_run_options
 def run(target: str, params: tuple[str, ...], store: str | None, expression: str | None,
         max_concurrency: int | None, force: tuple[str, ...], force_all: bool, quiet: bool,
-        nodes: tuple[str, ...], report: str | None) -> int:  # fmt: skip
+        nodes: tuple[str, ...], node_at: str | None, report: str | None) -> int:  # fmt: skip
     """Run TARGET (what is not complete, and its upstream)."""
     flow = load_flow(target, params, _flow_options(store, max_concurrency))
-    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet, report)
+    return _run_flow(flow, select(flow, expression, nodes, node_at), force, force_all, quiet, report)
 
 
 @cli.command()
@@ -326,12 +337,12 @@ def _load_dag(label: str, module: str | None, config: dict[str, Any]) -> tuple[s
 @click.pass_obj
 def dag(config: dict[str, Any], label: str, module: str | None, params: tuple[str, ...], store: str | None,
         expression: str | None, max_concurrency: int | None, force: tuple[str, ...], force_all: bool,
-        quiet: bool, nodes: tuple[str, ...], report: str | None) -> int:  # fmt: skip
+        quiet: bool, nodes: tuple[str, ...], node_at: str | None, report: str | None) -> int:  # fmt: skip
     """Run the DAG registered under LABEL (Gluepy's `manage.py dag LABEL`)."""
     _, cls = _load_dag(label, module, config)
     flow = af.Workflow(list(cls.tasks), convert_for(list(cls.tasks), parse_params(params)),
                        **_flow_options(store, max_concurrency))  # fmt: skip
-    return _run_flow(flow, select(flow, expression, nodes), force, force_all, quiet, report)
+    return _run_flow(flow, select(flow, expression, nodes, node_at), force, force_all, quiet, report)
 
 
 @cli.group()
@@ -341,20 +352,67 @@ def export() -> None:
 
 @export.command()
 @click.argument("label")
-@click.option("--module", "-m", default=None, help="The module defining the DAGs.")
+@click.option("--module", "-m", default=None, help="The module defining the DAGs (dotted, or a file).")
 @click.option("--output", "-o", default=None, help="Write here instead of stdout.")
+@click.option("--store", default=None, help="The store every task uses (default: config, then settings).")
+@click.option("--python", "python", default=None, help="The interpreter with asyncflow (default: this one).")
+@click.option("-p", "params", multiple=True, help="A parameter: name=value (repeatable), fixed in the DAG.")
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True, help="Airflow retries per task.")
+@click.option("--dag-id", default=None, help="The Airflow dag_id (default: the label, made valid).")
 @click.pass_obj
-def airflow(config: dict[str, Any], label: str, module: str | None, output: str | None) -> int:
-    """An Airflow DAG file: one task per node, each running `asyncflow run` for that node."""
-    from ._export import airflow_dag
+def airflow(config: dict[str, Any], label: str, module: str | None, output: str | None, store: str | None,
+            python: str | None, params: tuple[str, ...], retries: int, dag_id: str | None) -> int:  # fmt: skip
+    """An Airflow DAG file: one task per node, each running `asyncflow run` for that node, with the
+    interpreter, the module and the store fixed so that it runs wherever Airflow runs it."""
+    from ._export import Deployment, airflow_dag, airflow_name
 
+    if dag_id is not None and (airflow_name(dag_id) != dag_id or not dag_id):
+        fail(f"--dag-id {dag_id!r}: Airflow takes letters, digits, _ . and - only; e.g. {airflow_name(dag_id)!r}")
     name, cls = _load_dag(label, module, config)
-    text = airflow_dag(label, name, cls, af.Workflow(list(cls.tasks)).nodes())
+    raw = parse_params(params)
+    flow = af.Workflow(list(cls.tasks), convert_for(list(cls.tasks), raw))
+    target, pythonpath, where = _module_reference(name)
+    url = store or str(af.settings.store)
+    if "://" not in url:
+        url = os.path.abspath(url)
+    how = Deployment(dag_id=dag_id or airflow_name(label), target=f"{target}:{cls.__name__}",
+                     python=os.path.abspath(python or sys.executable), store=url,
+                     storage_options=dict(af.settings.storage_options), params=raw, retries=retries,
+                     pythonpath=pythonpath, project=os.getcwd())  # fmt: skip
+    text = airflow_dag(label, how, flow.nodes())
     if output:
         Path(output).write_text(text)
     else:
         print(text, end="")
+    tasks = sum(1 for n in flow.nodes() if not n.task.is_external)
+    print(f"asyncflow: Airflow DAG {how.dag_id!r}: {tasks} tasks, store {url}, python {how.python}, "
+          f"module {target}{where}" + (f" -> {output}" if output else ""), file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _module_reference(name: str) -> tuple[str, str, str]:
+    """How a worker finds the DAG's module: (reference, a folder for PYTHONPATH or "", a remark)."""
+    import importlib.util
+
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        path = os.path.abspath(name)
+        return path, "", " (a file path: every Airflow worker must see it)"
+    cwd = os.getcwd()
+    saved = sys.path[:]
+    try:
+        sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
+        top = name.partition(".")[0]
+        elsewhere = sys.modules.pop(top, None)
+        try:
+            found = importlib.util.find_spec(top) is not None
+        finally:
+            if elsewhere is not None:
+                sys.modules[top] = elsewhere
+    finally:
+        sys.path[:] = saved
+    if found:
+        return name, "", ""
+    return name, cwd, f" (found from {cwd} only: added to PYTHONPATH; every worker must see it, or install it)"
 
 
 def main(argv: list[str] | None = None) -> int:

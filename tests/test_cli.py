@@ -210,16 +210,26 @@ def test_configuration_from_pyproject_and_environment(project: Path) -> None:
 
 
 def test_export_airflow_mirrors_the_graph(project: Path) -> None:
-    out = af_cli(project, "export", "airflow", "training", "--module", "pipe")
+    out = af_cli(project, "export", "airflow", "training", "--module", "pipe", "-p", "n=4", "--retries", "5")
     assert out.returncode == 0, out.stderr
     tree = ast.parse(out.stdout)
-    tasks = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
+    tasks = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PythonOperator"]
     assert len(tasks) == 2
     edges = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
     assert len(edges) == 1
-    assert "asyncflow run pipe:Training --node 'get_data[n=3, when=2024-01-01]' --quiet" in out.stdout
-    node_run = af_cli(project, "run", "pipe:Training", "--node", "get_data[n=3, when=2024-01-01]")
+    assert "partial(run_node, '0:get_data', 'get_data[n=4, when=2024-01-01]')" in out.stdout
+    assert "PARAMS = {'n': '4'}" in out.stdout and '"retries": 5' in out.stdout
+    assert f'PYTHON = os.environ.get("ASYNCFLOW_PYTHON", {sys.executable!r})' in out.stdout
+    assert repr(str(project / "data")) in out.stdout  # the store, absolute
+    assert "found from" in out.stderr and "PYTHONPATH" in out.stderr  # `pipe` resolves from here only: said
+    node_run = af_cli(project, "run", "pipe:Training", "-p", "n=4", "--node-at", "0:get_data")
     assert node_run.returncode == 0 and "ran get_data" in node_run.stderr and "ran fit" not in node_run.stderr
+    moved = af_cli(project, "run", "pipe:Training", "-p", "n=4", "--node-at", "0:fit")
+    assert moved.returncode == 2 and "not the one exported" in moved.stderr
+    bad_id = af_cli(project, "export", "airflow", "training", "--module", "pipe", "--dag-id", "x y")
+    assert (
+        bad_id.returncode == 2 and "--dag-id 'x y': Airflow takes letters" in bad_id.stderr and "'x_y'" in bad_id.stderr
+    )
 
 
 def test_progress_bar_on_a_terminal(project: Path) -> None:
