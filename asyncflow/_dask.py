@@ -5,13 +5,20 @@ asynchronous client. A worker writes the task's target itself through fsspec (so
 shared: local disk for a local cluster, S3 for a real one) and sends back only its output hash; the
 scheduler then writes the fingerprint record. With no address, a `LocalCluster` on 127.0.0.1 lives
 as long as the run that uses it.
+
+Workers need asyncflow and the installed packages the bodies import, not the user's own code: the
+body, and the modules of the user's that it uses (a script, the modules beside it), travel by value
+(cloudpickle), so a script's tasks run on a cluster started with `dask worker` and no setup.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
+import os
+import sys
+import sysconfig
+import types
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -51,6 +58,7 @@ class DaskExecutor:
         self._connecting: anyio.Event | None = None
         self._loop: Any = None
         self._closer: Any = None
+        self._bodies: dict[Any, Body] = {}
 
     async def _connect(self) -> Any:
         if self._client is not None and self._loop is asyncio.get_running_loop():
@@ -87,7 +95,10 @@ class DaskExecutor:
         where = None
         if target is not None:
             where = (target.path, target.store.storage_options, target.store.kind)
-        future = client.submit(remote_call, task.fn.__module__, task.fn.__qualname__, kwargs, where, pure=False)
+        body = self._bodies.get(task)
+        if body is None:  # one per task: dask keeps the pickled function it was given
+            body = self._bodies[task] = Body(task)
+        future = client.submit(body, kwargs, where, pure=False)
         try:
             kind, payload = await future
         except BaseException:
@@ -116,40 +127,87 @@ async def _closer(client: Any) -> AsyncGenerator[None, None]:
         await client.close()
 
 
-def remote_call(module: str, qualname: str, kwargs: dict[str, Any], where: Any) -> tuple[str, Any]:
-    """On the worker: run the body, write the target if there is one, send back little."""
-    if module == "__main__":  # a script's tasks: spawned workers know its module as __mp_main__
-        import sys
+class Body:
+    """A task's body as it travels to a worker: the function and what writing its output needs.
+    Made on the scheduler's side, where the modules of the user's it comes from are marked to be
+    pickled by value."""
 
-        module = "__mp_main__" if "__mp_main__" in sys.modules else module
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    task = obj
-    fn = task.fn
-    if inspect.isasyncgenfunction(fn):
-        raise ParameterError(
-            f"task {task.name!r} yields nodes, which a Dask worker cannot run: return the nodes instead "
-            "(or run the task locally)",
-            task=task.name,
-        )
-    token = _context.remote.set(task.name)
-    try:
-        value = asyncio.run(fn(**kwargs)) if inspect.iscoroutinefunction(fn) else fn(**kwargs)
-    finally:
-        _context.remote.reset(token)
-    if where is None or _holds_nodes(value):
-        return "value", value  # the local scheduler resolves returned nodes and writes the target
-    path, storage_options, kind = where
-    data, _ = encode_output(task.name, task.format, value, task.return_type)
-    if kind == "local":
-        _local.write_atomic(path, data)
-    else:
-        import fsspec
+    def __init__(self, task: Any) -> None:
+        ship_by_value(task.fn)
+        self.name = task.name
+        self.fn = task.fn
+        self.format = task.format
+        self.return_type = task.return_type
+        self.filename = task.fn.__code__.co_filename
 
-        fs, fs_path = fsspec.core.url_to_fs(path, **storage_options)
-        fs.pipe_file(fs_path, data)  # one PUT: whole or nothing
-    return "published", output_hash(data)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """On the worker: code pickled by value has lost its file name; the module's functions get
+        theirs back, so that a failure says file:line as it does locally."""
+        self.__dict__.update(state)
+        fn = self.fn
+        for f in (fn, *getattr(fn, "__globals__", {}).values()):
+            code = getattr(f, "__code__", None)
+            if code is not None and code.co_filename == "<dynamic-code>" and f.__module__ == fn.__module__:
+                f.__code__ = code.replace(co_filename=self.filename)
+
+    def __call__(self, kwargs: dict[str, Any], where: Any) -> tuple[str, Any]:
+        """On the worker: run the body, write the target if there is one, send back little."""
+        fn = self.fn
+        if inspect.isasyncgenfunction(fn):
+            raise ParameterError(
+                f"task {self.name!r} yields nodes, which a Dask worker cannot run: return the nodes instead "
+                "(or run the task locally)",
+                task=self.name,
+            )
+        token = _context.remote.set(self.name)
+        try:
+            value = asyncio.run(fn(**kwargs)) if inspect.iscoroutinefunction(fn) else fn(**kwargs)
+        finally:
+            _context.remote.reset(token)
+        if where is None or _holds_nodes(value):
+            return "value", value  # the local scheduler resolves returned nodes and writes the target
+        path, storage_options, kind = where
+        data, _ = encode_output(self.name, self.format, value, self.return_type)
+        if kind == "local":
+            _local.write_atomic(path, data)
+        else:
+            import fsspec
+
+            fs, fs_path = fsspec.core.url_to_fs(path, **storage_options)
+            fs.pipe_file(fs_path, data)  # one PUT: whole or nothing
+        return "published", output_hash(data)
+
+
+_INSTALLED = tuple(
+    os.path.realpath(p) + os.sep
+    for p in {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
+
+
+def _user_module(module: types.ModuleType | None) -> bool:
+    """A module of the user's own (a script, a file beside it), not one installed where workers have it."""
+    if module is None or module.__name__ == "__main__" or module.__name__.startswith(("asyncflow", "cloudpickle")):
+        return False  # (__main__ is always pickled by value)
+    file = getattr(module, "__file__", None)
+    return isinstance(file, str) and not os.path.realpath(file).startswith(_INSTALLED)
+
+
+def ship_by_value(fn: Any) -> None:
+    """Mark the module of `fn`, and the modules of the user's its globals come from, to be pickled by
+    value (once each; cloudpickle keeps the list for the process)."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    seen: set[str] = set()
+    todo = [sys.modules.get(fn.__module__)]
+    for value in getattr(fn, "__globals__", {}).values():
+        todo.append(value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", "")))
+    for module in todo:
+        if module is not None and module.__name__ not in seen and _user_module(module):
+            seen.add(module.__name__)
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:  # not importable by name here: pickled by value already
+                pass
 
 
 def _holds_nodes(value: Any) -> bool:

@@ -47,6 +47,9 @@ class JsonFormat:
     def __init__(self) -> None:
         self._decoders: dict[Any, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_decoders": {}}  # decoders are a cache (and not picklable): made again there
+
     def _decoder(self, type: Any) -> Any:
         dec = self._decoders.get(type)
         if dec is None:

@@ -217,12 +217,9 @@ class Run:
         for event in self.settle(st, status, error):
             await self.emitter.emit(event)
 
-    def settle(
-        self, st: NodeState, status: Status, error: BaseException | None = None, last: bool = False
-    ) -> list[Any]:
-        """`finish` without emitting: returns the events to emit (none without `on_event`). `last`:
-        the worker that ran `st` does nothing else before taking its next node (it takes one of
-        those made ready here)."""
+    def settle(self, st: NodeState, status: Status, error: BaseException | None = None, last: bool = False) -> Any:
+        """`finish` without emitting: the events to emit (none without `on_event`). `last`: by the
+        worker that ran `st`, as the last thing before it takes its next node (one made ready here)."""
         ended = settle(st, status, error, self.pool.hand_on if last else self.pool.queue)
         if not ended:
             return _NO_EVENTS

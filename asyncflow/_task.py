@@ -126,6 +126,9 @@ class Task(CodeBoundary):
         self.revision = revision + 1
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reduce(self)  # (to a Dask worker and back)
+
     def live(self) -> Task:
         """Register this task under its name; returns the live task (this one, or the one it
         replaces, updated in place). `ParameterError` when another task holds the name."""
@@ -411,6 +414,28 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if not callable(fn):
         raise ParameterError(f"@af.task needs a function, got {fn!r}; options go by keyword: @af.task(name=...)")
     return Task(fn, _localns=_caller_locals(), **options).live()
+
+
+_NOT_PICKLED = frozenset({"_spec", "_return", "_localns", "_parts"})
+
+
+def _reduce(task: Task) -> tuple[Any, ...]:
+    """A task pickled: the live task of that name where there is one (the scheduler gets its own object
+    back from a Dask worker), else a copy made from its state (a worker without the module, the body
+    travelling by value); caches and executor objects stay home."""
+    state = {k: v for k, v in task.__dict__.items() if k not in _NOT_PICKLED}
+    if not isinstance(task.executor, str):
+        state["executor"] = "async" if task.kind == "async" else "thread"
+    return _unpickled_task, (type(task), task.name, state)
+
+
+def _unpickled_task(cls: type[Task], name: str, state: dict[str, Any]) -> Task:
+    live = REGISTRY.get(name)
+    if live is not None:
+        return live  # type: ignore[no-any-return]
+    task = cls.__new__(cls)
+    task.__dict__.update(state, _spec=None, _return=None, _localns=None, _parts={})
+    return task  # (not registered: a copy, for running its body and binding its nodes)
 
 
 def _part_task(parent: Task, name: str, fmt: Format) -> Task:

@@ -76,3 +76,67 @@ async def test_cancelling_the_run_cancels_its_dask_futures(store) -> None:
         await af.Workflow([t.sleeps(i=i) for i in range(4)], store=store).run()
     assert time.monotonic() - t0 < 25  # returned promptly: futures cancelled, cluster closed
     assert not os.path.exists(os.path.join(store, "sleeps"))
+
+
+SCRIPT = """
+import asyncio, json, os, sys
+import asyncflow as af
+from helpers import scale  # a module beside the script: on the workers neither is installed
+
+DASK = af.DaskExecutor(sys.argv[1])
+
+@af.task(executor=DASK)
+def square(i: int) -> list[int]:
+    return [os.getpid(), scale(i * i)]
+
+@af.task
+async def total(parts: list[list[int]]) -> dict:
+    return {"pids": sorted({p[0] for p in parts}), "sum": sum(p[1] for p in parts)}
+
+if __name__ == "__main__":
+    out = af.run(total(parts=[square(i=i) for i in range(8)]), store=sys.argv[2])
+    again = asyncio.run(af.Workflow(total(parts=[square(i=i) for i in range(8)]), store=sys.argv[2]).run())
+    print(json.dumps({"me": os.getpid(), "pids": out["pids"], "sum": out["sum"], "ran": again.ran}))
+"""
+
+
+def test_a_script_runs_on_a_cluster_of_dask_commands_with_no_setup(tmp_path) -> None:
+    """`dask scheduler` and `dask worker` started by hand, in a folder where the script and its
+    helper module are not: the bodies (and what they use of the user's code) travel by value."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dask = Path(sys.executable).parent / "dask"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    elsewhere = tmp_path / "worker-home"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", ":0"], cwd=elsewhere, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = subprocess.Popen([str(dask), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                               "--host", "127.0.0.1", "--dashboard-address", ":0"], cwd=elsewhere, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "helpers.py").write_text("def scale(x):\n    return 10 * x\n")
+        (project / "pipeline.py").write_text(SCRIPT)
+        out = subprocess.run([sys.executable, "pipeline.py", address, str(tmp_path / "store")], cwd=project,
+                             capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["sum"] == 10 * sum(i * i for i in range(8)) and got["ran"] == 0  # all complete afterwards
+        assert got["pids"] and got["me"] not in got["pids"]  # on the cluster's workers, not in the script's process
+        assert len(list((tmp_path / "store" / "square").glob("*.json"))) == 8  # written by the workers
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            proc.wait(30)
