@@ -28,6 +28,13 @@ class Emitter:
         self.callback = callback
         self.failure: tuple[str, BaseException] | None = None  # (message, exception) of a callback that raised
 
+    def planned(self, n: int) -> None:
+        """`n` more nodes will run (or fail): told to a listener that asks (the command line's
+        progress bar, for its total), never built as an event."""
+        told = getattr(self.callback, "asyncflow_planned", None)
+        if told is not None:
+            told(n)
+
     async def emit(self, event: Any) -> None:
         """Hand `event` to the callback (awaited when it is async)."""
         callback = self.callback

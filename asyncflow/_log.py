@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 
-class _Stderr:
+class Stderr:
     """Whatever `sys.stderr` is when a line is written (test runners and notebooks replace it)."""
 
     def write(self, text: str) -> int:
@@ -20,7 +20,7 @@ class _Stderr:
         sys.stderr.flush()
 
 
-_fallback = structlog.wrap_logger(structlog.PrintLogger(file=_Stderr()))  # type: ignore[arg-type]
+_fallback = structlog.wrap_logger(structlog.PrintLogger(file=Stderr()))  # type: ignore[arg-type]
 
 
 def log() -> Any:

@@ -1,4 +1,9 @@
-"""Progress of a command-line run on stderr: a rich bar on a terminal, plain lines otherwise."""
+"""Progress of a command-line run on stderr: a rich bar on a terminal, plain lines otherwise.
+
+The bar's total is what the run planned (it grows when dynamic children appear) plus the complete
+nodes it met; it shows done/total, the rate, an ETA and the failures so far, and log lines (and a
+body's prints) scroll above it. Its last frame is the run's final count, as the summary says.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +19,34 @@ class Reporter:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.done = self.failed = self.running = self.skipped = 0
+        self.done = self.failed = self.running = self.skipped = self.upstream_failed = 0
+        self.planned = 0  # nodes the run will run (or fail), as it plans them
         self.started = time.monotonic()
         self.bar: Any = None
         self.task_id: Any = None
         if not quiet and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
-                TextColumn("{task.description}"),
                 BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
                 console=Console(stderr=True),
-                transient=True,
+                redirect_stdout=True,
+                redirect_stderr=True,  # log lines and prints go above the bar, never onto it
             )
-            self.task_id = self.bar.add_task("starting", total=None)
+            self.task_id = self.bar.add_task("planning", total=None)
 
     def __enter__(self) -> Reporter:
         if self.bar is not None:
@@ -38,7 +55,13 @@ class Reporter:
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
+            self._refresh(final=True)
             self.bar.stop()
+
+    def asyncflow_planned(self, n: int) -> None:
+        """The run planned `n` more nodes to run (asked by the run: see `_emitter.Emitter.planned`)."""
+        self.planned += n
+        self._refresh()
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, events.TaskStarted):
@@ -53,19 +76,27 @@ class Reporter:
             self.failed += 1
             self._line(f"failed {event.node_id}: {event.error}")
         elif isinstance(event, events.TaskSkipped):
-            self.skipped += 1
-        if self.bar is not None:
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            finished = self.done + self.failed + self.skipped
-            self.bar.update(
-                self.task_id,
-                description=(
-                    f"done {self.done}  running {self.running}  failed {self.failed}  "
-                    f"skipped {self.skipped}  {self.done / elapsed:.1f} nodes/s"
-                ),
-                completed=finished,
-                total=finished + self.running,
-            )
+            if event.reason == "complete":
+                self.skipped += 1
+            else:
+                self.upstream_failed += 1
+        self._refresh()
+
+    def _refresh(self, final: bool = False) -> None:
+        if self.bar is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        finished = self.done + self.failed + self.upstream_failed + self.skipped
+        parts = [f"ran {self.done}"]
+        if not final:
+            parts.append(f"running {self.running}")
+        parts.append(f"failed {self.failed}")
+        if self.upstream_failed:
+            parts.append(f"upstream failed {self.upstream_failed}")
+        parts += [f"skipped {self.skipped}", f"{self.done / elapsed:.1f}/s"]
+        total = max(self.planned + self.skipped, finished)
+        self.bar.update(self.task_id, description="  ".join(parts), completed=finished, total=total or None,
+                        refresh=final)  # fmt: skip
 
     def interrupted(self) -> str:
         """What a run stopped by Ctrl-C had done (from the events seen)."""

@@ -132,6 +132,7 @@ class Run:
         self.states[node.key] = st
         if task.limit is not None:
             self.pool.check_limit(task)
+        self.emitter.planned(1)
         self.pool.queue(st)
         return st
 
@@ -168,12 +169,8 @@ class Run:
                 await w.wait()
             with _gc_paused():
                 order = post_order(new, set(new)) if adopted else new  # expansions are upstream first
-                decide(
-                    order,
-                    self.options.check_dependencies,
-                    self.options.rerun_stale,
-                    None if self.force_all else self.force,
-                )
+                opts = self.options
+                decide(order, opts.check_dependencies, opts.rerun_stale, None if self.force_all else self.force)
             for st in new:
                 if st.exists and st.record is None and st.stale and st not in self.inventory.warned:
                     t = self.target_of(st.node)
@@ -199,6 +196,7 @@ class Run:
                 checked.add(task)
                 self.pool.check_limit(task)
         if self.emitter.callback is not None:
+            self.emitter.planned(len(found.to_queue))
             for st in found.skipped:
                 await self.emitter.node(ev.TaskSkipped, st, reason="complete")
         for st in found.to_queue:

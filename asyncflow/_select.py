@@ -21,11 +21,17 @@ Matcher = Callable[[str], bool]
 
 
 def compile_expression(expr: str) -> Matcher:
-    """A predicate over node ids; `ParameterError` (naming the position) for a malformed one."""
-    tokens = _TOKEN.findall(expr)
+    """A predicate over node ids; `ParameterError` naming the column (from 1, as pytask does) for a
+    malformed one."""
+    found = [(m.group(1), m.start(1)) for m in _TOKEN.finditer(expr)]
+    tokens = [t for t, _ in found]
     if not tokens:
         raise ParameterError(f"empty -k expression {expr!r}")
     pos = 0
+
+    def error(what: str, at: int | None = None) -> ParameterError:
+        column = (found[at][1] if at is not None and at < len(found) else len(expr.rstrip())) + 1
+        return ParameterError(f"-k expression {expr!r}, column {column}: {what}")
 
     def peek() -> str | None:
         return tokens[pos] if pos < len(tokens) else None
@@ -34,7 +40,7 @@ def compile_expression(expr: str) -> Matcher:
         nonlocal pos
         tok = peek()
         if tok is None:
-            raise ParameterError(f"-k expression {expr!r} ends too early")
+            raise error("the expression ends too early (a word, 'not' or '(' is missing)")
         pos += 1
         return tok
 
@@ -60,16 +66,18 @@ def compile_expression(expr: str) -> Matcher:
             inner = parse_not()
             return lambda s: not inner(s)
         if tok == "(":
+            opened = pos - 1
             inner = parse_or()
-            if take() != ")":
-                raise ParameterError(f"-k expression {expr!r}: missing ')'")
+            if peek() != ")":
+                raise error(f"missing ')' to close the '(' of column {found[opened][1] + 1}", pos)
+            take()
             return inner
         if tok in (")", "and", "or"):
-            raise ParameterError(f"-k expression {expr!r}: unexpected {tok!r}")
+            raise error(f"unexpected {tok!r}", pos - 1)
         word = tok.lower()
         return lambda s: word in s.lower()
 
     matcher = parse_or()
     if pos != len(tokens):
-        raise ParameterError(f"-k expression {expr!r}: unexpected {tokens[pos]!r}")
+        raise error(f"unexpected {tokens[pos]!r}", pos)
     return matcher

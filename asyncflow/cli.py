@@ -24,6 +24,7 @@ import asyncflow as af
 
 from ._errors import root_cause
 from ._loading import Usage, convert_for, fail, import_module, load_catalog, load_flow, parse_params
+from ._log import Stderr
 from ._progress import Reporter
 from ._render import summary
 from ._select import compile_expression
@@ -80,7 +81,7 @@ def configure_logging() -> None:
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=Stderr()),  # (the progress bar's, while it runs)
     )
 
 
@@ -234,7 +235,14 @@ def list_(target: str, params: tuple[str, ...], store: str | None, expression: s
 
 @cli.command()
 @_target_args
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="The drawing language: Mermaid (Markdown, GitHub) or Graphviz dot.",
+)
 def graph(target: str, params: tuple[str, ...], store: str | None, expression: str | None, fmt: str) -> int:
     """Print TARGET's graph as mermaid or dot, with statuses."""
     import anyio
@@ -331,8 +339,8 @@ def _load_dag(label: str, module: str | None, config: dict[str, Any]) -> tuple[s
 @click.argument("label")
 @click.option("--module", "-m", default=None, help="The module defining the DAGs.")
 @click.option("-p", "params", multiple=True, help="A parameter: name=value (repeatable).")
-@click.option("--store", default=None)
-@click.option("-k", "expression", default=None)
+@click.option("--store", default=None, help="Store URL (fsspec), e.g. ./data or s3://bucket/prefix.")
+@click.option("-k", "expression", default=None, help="Only nodes whose id matches (pytest-style).")
 @_run_options
 @click.pass_obj
 def dag(config: dict[str, Any], label: str, module: str | None, params: tuple[str, ...], store: str | None,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import ast
 import os
 import pty
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -118,7 +122,9 @@ def test_parameters_are_converted_by_their_annotations(project: Path) -> None:
         (["run", "missing.py:fit"], "file not found: missing.py"),
         (["run", "pipe.py"], "TARGET must be path/to/file.py:NAME"),
         (["dag", "nope", "--module", "pipe"], "unknown DAG label 'nope'; known: training"),
-        (["run", "pipe.py:fit", "-k", "fit and"], "-k expression 'fit and' ends too early"),
+        (["run", "pipe.py:fit", "-k", "fit and"], "-k expression 'fit and', column 8: the expression ends too early"),
+        (["run", "pipe.py:fit", "-k", "(fit or x"], "column 10: missing ')' to close the '(' of column 1"),
+        (["run", "pipe.py:fit", "-k", "fit ols"], "-k expression 'fit ols', column 5: unexpected 'ols'"),
         (["run", "pipe.py:fit", "--max-concurrency", "x"], "'x' is not a valid integer"),
         (["reset", "pipe.py:fit", "--task", "nope", "--yes"], "no task 'nope' in this flow"),
     ],
@@ -239,7 +245,7 @@ def test_progress_bar_on_a_terminal(project: Path) -> None:
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=follower,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**os.environ, "COLUMNS": "150"},
     )
     os.close(follower)
     chunks = []
@@ -254,10 +260,66 @@ def test_progress_bar_on_a_terminal(project: Path) -> None:
     os.close(leader)
     assert proc.wait(60) == 0
     proc.stdout.close()  # type: ignore[union-attr]
-    text = b"".join(chunks).decode(errors="replace")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))  # colours out
     assert "execution summary" in text
     assert "ran get_data" not in text  # on a terminal: the bar, not plain lines
-    assert "nodes/s" in text and "failed 0" in text
+    assert "2/2 ran 2  failed 0  skipped 0" in text  # the last frame: the final count
+
+
+SLOW = """
+import asyncio, structlog
+import asyncflow as af
+
+@af.task(persist=False)
+async def leaf(i: int) -> int:
+    await asyncio.sleep(0.15)
+    if i == 6:
+        structlog.get_logger().warning("a body says something")
+    return i
+
+@af.task(persist=False)
+async def more(n: int = 4) -> int:
+    return sum(await af.gather(*[leaf(i=100 + k) for k in range(n)]))
+
+@af.task(persist=False)
+async def root(parts: list[int], extra: int = af.depends(more)) -> int:
+    return sum(parts) + extra
+
+flow = root(parts=[leaf(i=i) for i in range(40)])
+"""
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_progress_bar_seen_in_tmux(tmp_path: Path) -> None:
+    """What a person sees in a terminal while a run goes: done/total of what was planned (growing
+    when dynamic children appear), rate, ETA, a log line above the bar; then the final count."""
+    (tmp_path / "slow.py").write_text(SLOW)
+    session = f"af{os.getpid()}"
+    root = Path(__file__).resolve().parent.parent  # the asyncflow under test, whatever tmux's environment
+    command = (f"PYTHONPATH={shlex.quote(str(root))} {shlex.quote(sys.executable)} -m asyncflow run slow.py:flow "
+               "--max-concurrency 4; sleep 30")  # fmt: skip
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "50", "-c", str(tmp_path),
+                    command], check=True)  # fmt: skip
+    frames: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pane = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            frames.append(pane)
+            if "execution summary" in pane:
+                break
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    bars = [line for pane in frames for line in pane.splitlines() if re.search(r"\d+/\d+ ran", line)]
+    totals = {int(m.group(1)) for m in (re.search(r"\d+/(\d+) ran", b) for b in bars) if m}
+    assert 42 in totals and 46 in totals  # 40 leaves, more, root; then more's 4 children
+    assert any("running 4" in b and "ETA" in b and "/s" in b for b in bars)  # mid-run: rate and ETA
+    last = frames[-1].splitlines()
+    assert any(line.strip().startswith("━") and "46/46 ran 46  failed 0  skipped 0" in line for line in last)
+    logged = [line for line in last if "a body says something" in line]
+    assert logged and "━" not in logged[0]  # the log line sits above the bar, on a line of its own
+    assert "Scheduled 46 nodes" in frames[-1] and "46 ran" in frames[-1]  # the summary agrees
 
 
 def test_pytask_example_selects_one_estimation(tmp_path: Path) -> None:
@@ -290,3 +352,21 @@ def test_asyncflow_alone_shows_help_and_version_is_known(tmp_path: Path) -> None
 
     version = af_cli(tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == f"asyncflow {asyncflow.__version__}"
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import click
+
+    from asyncflow.cli import cli
+
+    def commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
+        out: list[tuple[str, click.Command]] = []
+        for name, cmd in group.commands.items():
+            out.append((f"{prefix} {name}", cmd))
+            if isinstance(cmd, click.Group):
+                out += commands(cmd, f"{prefix} {name}")
+        return out
+
+    silent = [f"{where} {p.opts[0]}" for where, cmd in commands(cli, "asyncflow") for p in cmd.params
+              if isinstance(p, click.Option) and not p.hidden and not p.help]  # fmt: skip
+    assert not silent
