@@ -7,7 +7,8 @@ README's "Design" section says who owns what):
     L2 model     _registry  _node  _params  _task
     L3 graph     _graph  _fingerprint
     L4 run       _limits  _pool  _records  _leases  _inventory  _emitter  _dask  _execute  _scheduler
-    L5 API       _render  _report  _select  _results  _progress  _export  _background  _workflow  _multi  _map  _catalog
+    L5 API       _render  _drawing  _report  _select  _results  _progress  _export  _background  _workflow
+                 _multi  _map  _catalog
     L6 surface   __init__  _loading  cli  __main__  testing
 """
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ._drawing import dag_svg
 from ._errors import TaskFailed, describe
 from ._graph import FAILED, NodeState, Status, outcome
 from ._node import Node
@@ -240,3 +241,10 @@ class Preview:
 
     def dot(self) -> str:
         return dot(self.edges(), self.nodes, self.status.__getitem__)
+
+    def svg(self) -> str:
+        """The graph drawn in layers, as the run report draws it, statuses coloured (its own CSS
+        inside): each node a `<g class="node" data-id=... data-status=...>` (complete, pending, stale,
+        missing) that a live page may recolour (running, ran, failed...). Beyond 60 nodes, a box per task."""
+        nodes = [(n.id, n.task.name, self.status[n].lower()) for n in self.nodes]
+        return dag_svg(nodes, [(u.id, d.id) for u, d in self.edges()], style=True)

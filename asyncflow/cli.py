@@ -81,7 +81,7 @@ def configure_logging() -> None:
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=Stderr()),  # (the progress bar's, while it runs)
+        logger_factory=structlog.PrintLoggerFactory(file=Stderr()),  # type: ignore[arg-type]  # (sys.stderr now)
     )
 
 

@@ -134,3 +134,69 @@ def test_cli_writes_a_report(tmp_path: Path) -> None:
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "one[i=1]" in (tmp_path / "r.html").read_text()
+
+
+@af.task(persist=False)
+async def rep_leaf(i: int) -> int:
+    await anyio.sleep(0.002)
+    if i == 3:
+        raise ValueError("three")
+    return i
+
+
+@af.task(persist=False)
+async def rep_total(parts: list[int]) -> int:
+    return sum(parts)
+
+
+@af.task(persist=False)
+async def rep_region_summary(region: str, year: int = 2024) -> str:
+    return region
+
+
+async def _report_of(nodes: list[af.Node], tmp_path: Path, name: str) -> str:
+    try:
+        result = await af.Workflow(nodes, max_concurrency=8, execution_summary=False).run()
+    except af.FlowFailed as e:
+        result = e.result
+    path = tmp_path / f"{name}.html"
+    result.write_report(str(path))
+    return path.read_text()
+
+
+@pytest.mark.parametrize("n", [5, 200, 10_000])
+async def test_report_reads_at_every_size(n: int, tmp_path: Path) -> None:
+    import re
+
+    nodes = [rep_total(parts=[rep_leaf(i=i) for i in range(n - 1)])]
+    html = await _report_of(nodes, tmp_path, f"r{n}")
+    figures = re.search(r"<td>nodes</td><td>(\d+): ([^<]+)</td>", html)
+    assert figures is not None
+    counts = [int(w.split()[0]) for w in figures.group(2).split(", ")]
+    assert int(figures.group(1)) == n == sum(counts)  # the figures add up
+    assert "1 failed" in figures.group(2) and "1 upstream failed" in figures.group(2)
+    boxes = re.findall(r'<g class="node" data-id="([^"]+)"', html)
+    if n <= 60:
+        assert len(boxes) == n  # a box per node
+    else:
+        assert sorted(boxes) == [f"rep_leaf x{n - 1}", "rep_total x1"]  # a box per task
+        assert f"{n - 2} ran, 1 failed" in html
+    assert "legend-item" in html and "upstream failed</span>" in html  # a legend of the statuses shown
+    table = re.findall(r"<tr><td>(rep_leaf\[i=\d+\])</td>", html)
+    assert table[:3] == ["rep_leaf[i=0]", "rep_leaf[i=1]", "rep_leaf[i=2]"] and len(table) == n - 1  # natural
+    axes = re.findall(r'<svg id="(timeline|concurrency)".*?<line x1="([\d.]+)" y1="[\d.]+" x2="([\d.]+)" y2', html)
+    assert len(axes) == 2 and axes[0][1:] == axes[1][1:]  # one time axis for both charts
+    peak = int(re.search(r'data-peak="(\d+)"', html).group(1))  # type: ignore[union-attr]
+    header = int(re.search(r"<td>peak concurrency</td><td>(\d+) bodies", html).group(1))  # type: ignore[union-attr]
+    assert header <= 8 and header <= peak <= 3 * 8  # bodies hold slots; their writes may overlap (said)
+
+
+async def test_report_boxes_tell_similar_nodes_apart(tmp_path: Path) -> None:
+    import re
+
+    regions = ["north-east", "north-west", "south-east", "south-west"]
+    html = await _report_of([rep_region_summary(region=r) for r in regions], tmp_path, "similar")
+    lines = re.findall(r'<g class="node" data-id="[^"]+"[^>]*><rect[^>]*/><text[^>]*>([^<]*)</text>'
+                       r'<text[^>]*>([^<]*)</text>', html)  # fmt: skip
+    assert len(lines) == 4 and len({second for _, second in lines}) == 4  # no two boxes read alike
+    assert all(first == "rep_region_summary" for first, _ in lines)

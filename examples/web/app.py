@@ -207,14 +207,19 @@ async def run_events(run_id: str) -> StreamingResponse:
 
 # the live run page ------------------------------------------------------------------------------
 
-COLOURS = {"pending": "#e5e7eb", "running": "#fde68a", "ran": "#86efac", "skipped": "#cbd5e1",
-           "failed": "#fca5a5", "cancelled": "#fdba74"}  # fmt: skip
-BOX_W, BOX_H, GAP_X, GAP_Y = 190, 30, 60, 14
+COLOURS = {
+    "pending": "#e5e7eb",
+    "running": "#fde68a",
+    "ran": "#86efac",
+    "skipped": "#cbd5e1",
+    "failed": "#fca5a5",
+    "cancelled": "#d1d5db",
+}  # fmt: skip  (the drawing's own, for the legend)
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>run {run_id}</title><style>
 body{{font:14px system-ui,sans-serif;margin:24px}} svg text{{font:12px system-ui,sans-serif}}
 .legend span{{display:inline-block;margin-right:12px}} .legend i{{display:inline-block;width:12px;height:12px;
-margin-right:4px;border-radius:3px;vertical-align:-1px}} {css}</style></head><body>
+margin-right:4px;border-radius:3px;vertical-align:-1px}}</style></head><body>
 <h1>run {run_id}: <span id="status">{status}</span></h1>
 <p class="legend">{legend}</p>
 <div id="drawing">{svg}</div>
@@ -230,15 +235,16 @@ function node(id) {{  // a dynamic child the plan did not show yet: drawn in a c
   if (!byId.has(id)) {{
     const svg = document.querySelector('#drawing svg');
     const g = document.createElementNS('http://www.w3.org/2000/svg', 'g');
-    const x = +svg.dataset.extra, y = 10 + extra++ * {step};
+    const x = +svg.dataset.extra, step = +svg.dataset.step, w = +svg.dataset.boxW, h = +svg.dataset.boxH;
+    const y = 10 + extra++ * step;
     g.setAttribute('class', 'node'); g.dataset.id = id; g.dataset.status = 'pending';
-    g.innerHTML = `<rect x="${{x}}" y="${{y}}" width="{box_w}" height="{box_h}" rx="6"/>` +
-      `<text x="${{x + 8}}" y="${{y + 19}}"></text><title></title>`;
+    g.innerHTML = `<rect x="${{x}}" y="${{y}}" width="${{w}}" height="${{h}}" rx="6"/>` +
+      `<text x="${{x + 8}}" y="${{y + 21}}"></text><title></title>`;
     g.querySelector('text').textContent = id.length > 28 ? id.slice(0, 27) + '\u2026' : id;
     g.querySelector('title').textContent = id;
     svg.appendChild(g); byId.set(id, g);
-    svg.setAttribute('width', x + {box_w} + 10);
-    svg.setAttribute('height', Math.max(+svg.getAttribute('height'), y + {step}));
+    svg.setAttribute('width', x + w + 10);
+    svg.setAttribute('height', Math.max(+svg.getAttribute('height'), y + step));
   }}
   return byId.get(id);
 }}
@@ -265,33 +271,14 @@ source.onmessage = async (m) => {{
 </script></body></html>"""
 
 
-def _layers(preview: af.Preview) -> dict[str, int]:
-    """Each node's column: how many steps of upstream it has (sources on the left)."""
-    ups: dict[str, list[str]] = {n.id: [] for n in preview.nodes}
-    for up, down in preview.edges():
-        ups.setdefault(down.id, []).append(up.id)
-    depth: dict[str, int] = {}
-
-    def of(node_id: str) -> int:
-        if node_id not in depth:
-            depth[node_id] = 0  # (a cycle cannot be planned; this only guards the recursion)
-            depth[node_id] = 1 + max((of(u) for u in ups.get(node_id, ())), default=-1)
-        return depth[node_id]
-
-    for node_id in ups:
-        of(node_id)
-    return depth
-
-
 @app.get("/runs/{run_id}/graph", response_class=HTMLResponse)
 async def run_graph(run_id: str) -> str:
     """The run's DAG drawn in layers, upstream on the left, a legend, each node's status live from
     the event stream (replayed from the start, so a finished run shows its final states). No CDN."""
     entry = app.state.runs.get(run_id)
-    css = "".join(f"g.node[data-status={s}] rect{{fill:{c};stroke:#6b7280}}" for s, c in COLOURS.items())
     legend = "".join(f'<span><i style="background:{c}"></i>{s}</span>' for s, c in COLOURS.items())
-    return PAGE.format(run_id=escape(run_id), status=entry.handle.status, legend=legend, css=css,
-                       svg=await _drawing(entry.flow), step=BOX_H + GAP_Y, box_w=BOX_W, box_h=BOX_H,
+    return PAGE.format(run_id=escape(run_id), status=entry.handle.status, legend=legend,
+                       svg=await _drawing(entry.flow),
                        events_url=json.dumps(f"/runs/{run_id}/events"),
                        svg_url=json.dumps(f"/runs/{run_id}/graph.svg"))  # fmt: skip
 
@@ -303,38 +290,5 @@ async def run_drawing(run_id: str) -> HTMLResponse:
 
 
 async def _drawing(flow: af.Workflow) -> str:
-    preview = await flow.preview()
-    depth = _layers(preview)
-    columns: dict[int, list[str]] = {}
-    for node_id in sorted(depth, key=_natural):
-        columns.setdefault(depth[node_id], []).append(node_id)
-    pos = {nid: (10 + d * (BOX_W + GAP_X), 10 + i * (BOX_H + GAP_Y)) for d, ids in columns.items()
-           for i, nid in enumerate(ids)}  # fmt: skip
-    edges = "".join(
-        f'<line x1="{pos[u.id][0] + BOX_W}" y1="{pos[u.id][1] + BOX_H / 2}" x2="{pos[d.id][0]}" '
-        f'y2="{pos[d.id][1] + BOX_H / 2}" stroke="#9ca3af" marker-end="url(#arrow)"/>'
-        for u, d in preview.edges()
-        if u.id in pos and d.id in pos
-    )
-    nodes = "".join(
-        f'<g class="node" data-id="{escape(nid)}" data-status="pending"><rect x="{x}" y="{y}" width="{BOX_W}" '
-        f'height="{BOX_H}" rx="6"/><text x="{x + 8}" y="{y + 19}">{escape(_short(nid))}</text>'
-        f"<title>{escape(nid)}</title></g>"
-        for nid, (x, y) in pos.items()
-    )
-    width = 20 + (max(columns, default=0) + 1) * (BOX_W + GAP_X)
-    height = 20 + max((len(ids) for ids in columns.values()), default=1) * (BOX_H + GAP_Y)
-    return (
-        f'<svg width="{width}" height="{height}" data-extra="{width}" xmlns="http://www.w3.org/2000/svg"><defs>'
-        '<marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
-        f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#6b7280"/></marker></defs>{edges}{nodes}</svg>'
-    )
-
-
-def _short(node_id: str) -> str:
-    return node_id if len(node_id) <= 28 else node_id[:27] + "…"
-
-
-def _natural(text: str) -> list[Any]:
-    """`leaf[i=2]` before `leaf[i=10]`."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+    """The run's graph as the store knows it now, drawn in layers as asyncflow's run report does."""
+    return (await flow.preview()).svg()
