@@ -8,6 +8,7 @@ hung run, and a task failure it is not.
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import anyio
@@ -22,11 +23,14 @@ from ._identity import enc_hook
 class Emitter:
     """Builds and hands over one run's events; `callback` is None when nobody listens."""
 
-    __slots__ = ("callback", "failure")
+    __slots__ = ("callback", "failure", "started")
 
     def __init__(self, callback: Any) -> None:
         self.callback = callback
         self.failure: tuple[str, BaseException] | None = None  # (message, exception) of a callback that raised
+        # A running node's id and parameters, encoded for its TaskStarted and reused by its last
+        # event: a fan-in's parameters (a list of 10,000 nodes) are encoded once, not per event.
+        self.started: dict[NodeState, tuple[str, Any]] = {}
 
     def planned(self, n: int) -> None:
         """`n` more nodes will run (or fail): told to a listener that asks (the command line's
@@ -56,13 +60,21 @@ class Emitter:
                     e,
                 )
 
-    async def node(self, cls: Any, st: NodeState, **fields: Any) -> None:
-        """Build and emit a node event of class `cls`."""
-        await self.emit(self.build(cls, st, **fields))
+    def node(self, cls: Any, st: NodeState, **fields: Any) -> Coroutine[Any, Any, None]:
+        """Build a node event of class `cls`; awaiting the result emits it (one coroutine, not two)."""
+        return self.emit(self.build(cls, st, **fields))
 
     def build(self, cls: Any, st: NodeState, **fields: Any) -> Any:
-        params = msgspec.to_builtins(st.node.params, enc_hook=enc_hook)
-        return cls(node_id=st.node.id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
+        if cls is ev.TaskStarted or cls is ev.TaskRetrying:
+            known = self.started.get(st)
+            if known is None:
+                known = self.started[st] = (st.node.id, msgspec.to_builtins(st.node.params, enc_hook=enc_hook))
+        else:  # its last event
+            known = self.started.pop(st, None)
+            if known is None:
+                known = (st.node.id, msgspec.to_builtins(st.node.params, enc_hook=enc_hook))
+        node_id, params = known
+        return cls(node_id=node_id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
 
     def ended(self, s: NodeState) -> Any:
         """The event for a state that ended other than DONE (failed, skipped, cancelled)."""
