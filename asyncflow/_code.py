@@ -24,6 +24,7 @@ import os
 import sys
 import sysconfig
 import textwrap
+import tokenize
 import types
 import weakref
 from collections.abc import Callable
@@ -69,7 +70,8 @@ def source_hash(obj: Any) -> str:
                 break
         _strip_docstrings(tree)
         return _short(ast.dump(tree, annotate_fields=False, include_attributes=False))
-    except (OSError, TypeError, SyntaxError, IndentationError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError, UnicodeDecodeError, ValueError):
+        # no readable source (exec'd code whose file name is another file, a binary...): its bytecode
         code = getattr(obj, "__code__", None)
         if code is None:
             return _short(repr(obj.__qualname__))
