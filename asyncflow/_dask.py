@@ -7,13 +7,15 @@ scheduler then writes the fingerprint record. With no address, a `LocalCluster` 
 as long as the run that uses it.
 
 Workers need asyncflow and the installed packages the bodies import, not the user's own code: the
-body, and the modules of the user's that it uses (a script, the modules beside it), travel by value
-(cloudpickle), so a script's tasks run on a cluster started with `dask worker` and no setup.
+body travels by value (cloudpickle) and the modules of the user's that it uses are uploaded to the
+workers (see `ship_by_value`), so a script's tasks run on a cluster started with `dask worker` and
+no setup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import os
 import sys
@@ -59,6 +61,7 @@ class DaskExecutor:
         self._loop: Any = None
         self._closer: Any = None
         self._bodies: dict[Any, Body] = {}
+        self._uploaded: dict[tuple[str, int], anyio.Event] = {}
 
     async def _connect(self) -> Any:
         if self._client is not None and self._loop is asyncio.get_running_loop():
@@ -84,6 +87,7 @@ class DaskExecutor:
                 closer = _closer(self._client)
                 self._closer = (closer, asyncio.get_running_loop().create_task(anext(closer)))
             self._loop = asyncio.get_running_loop()
+            self._uploaded = {}
         finally:
             connecting, self._connecting = self._connecting, None
             connecting.set()
@@ -96,8 +100,21 @@ class DaskExecutor:
         if target is not None:
             where = (target.path, target.store.storage_options, target.store.kind)
         body = self._bodies.get(task)
-        if body is None:  # one per task: dask keeps the pickled function it was given
-            body = self._bodies[task] = Body(task)
+        if body is None or body.fn is not task.fn:  # one per task and code: dask keeps the pickled function
+            body = self._bodies[task] = Body(task, by_value=self.address is not None)
+        for path in body.uploads:  # (once per client and version of the file; workers joining later get it too)
+            key = (path, os.stat(path).st_mtime_ns)
+            done = self._uploaded.get(key)
+            if done is None:  # the first body to need it uploads it; the others wait for that
+                done = self._uploaded[key] = anyio.Event()
+                try:
+                    await client.upload_file(path)  # imported (again) on every worker
+                except BaseException:
+                    del self._uploaded[key]
+                    raise
+                finally:
+                    done.set()
+            await done.wait()
         future = client.submit(body, kwargs, where, pure=False)
         try:
             kind, payload = await future
@@ -129,21 +146,30 @@ async def _closer(client: Any) -> AsyncGenerator[None, None]:
 
 class Body:
     """A task's body as it travels to a worker: the function and what writing its output needs.
-    Made on the scheduler's side, where the modules of the user's it comes from are marked to be
-    pickled by value."""
 
-    def __init__(self, task: Any) -> None:
-        ship_by_value(task.fn)
+    To a cluster at an address the body travels by value, with the modules of the user's it uses
+    (see `ship_by_value`). A `LocalCluster`'s workers import it by name, as the scheduler's side
+    does (they share its folder and path): nothing of the user's code is copied, so everything
+    pickles as it does locally (msgspec Structs included, which cloudpickle cannot rebuild by value).
+    """
+
+    def __init__(self, task: Any, by_value: bool = True) -> None:
+        self.uploads = ship_by_value(task.fn) if by_value else []  # modules the workers import instead
+        self.by_value = by_value
         self.name = task.name
         self.fn = task.fn
         self.format = task.format
         self.return_type = task.return_type
         self.filename = task.fn.__code__.co_filename
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """On the worker: code pickled by value has lost its file name; the module's functions get
-        theirs back, so that a failure says file:line as it does locally."""
-        self.__dict__.update(state)
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.by_value:
+            return _body_from_state, (self.__dict__,)
+        return _body_by_name, (self.fn.__module__, self.fn.__qualname__)
+
+    def _restore_file_names(self) -> None:
+        """Code pickled by value has lost its file name: the module's functions get theirs back, so
+        that a failure says file:line as it does locally."""
         fn = self.fn
         for f in (fn, *getattr(fn, "__globals__", {}).values()):
             code = getattr(f, "__code__", None)
@@ -178,6 +204,23 @@ class Body:
         return "published", output_hash(data)
 
 
+def _body_from_state(state: dict[str, Any]) -> Body:
+    body = Body.__new__(Body)
+    body.__dict__.update(state)
+    body._restore_file_names()
+    return body
+
+
+def _body_by_name(module: str, qualname: str) -> Body:
+    """On a worker that can import the task's module (a LocalCluster's): the task, found by name."""
+    if module == "__main__":  # a script's tasks: spawned workers know its module as __mp_main__
+        module = "__mp_main__" if "__mp_main__" in sys.modules else module
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return Body(obj, by_value=False)
+
+
 _INSTALLED = tuple(
     os.path.realpath(p) + os.sep
     for p in {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
@@ -192,22 +235,60 @@ def _user_module(module: types.ModuleType | None) -> bool:
     return isinstance(file, str) and not os.path.realpath(file).startswith(_INSTALLED)
 
 
-def ship_by_value(fn: Any) -> None:
-    """Mark the module of `fn`, and the modules of the user's its globals come from, to be pickled by
-    value (once each; cloudpickle keeps the list for the process)."""
+def ship_by_value(fn: Any) -> list[str]:
+    """How the user's code reaches a cluster's workers: the modules of the user's that `fn` uses
+    (through its globals, and theirs, to any depth). Top-level module files are returned, their
+    dependencies first, to be uploaded to the workers and imported there by name (their tracebacks
+    keep file:line; msgspec Structs, which cloudpickle cannot rebuild by value, work); the rest
+    (modules inside packages of the user's) are marked to be pickled by value. The script itself
+    (`__main__`) always travels by value."""
     import cloudpickle  # type: ignore[import-untyped]
 
+    def used(module: Any) -> list[types.ModuleType]:
+        found = [v if isinstance(v, types.ModuleType) else sys.modules.get(getattr(v, "__module__", "") or "")
+                 for v in list(getattr(module, "__dict__", module).values())]  # fmt: skip
+        found += [sys.modules.get(name) for name in _imports(module)]  # (`from deeper import CONST` too)
+        return [m for m in found if m is not None and _user_module(m)]
+
+    order: list[str] = []
     seen: set[str] = set()
-    todo = [sys.modules.get(fn.__module__)]
-    for value in getattr(fn, "__globals__", {}).values():
-        todo.append(value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", "")))
-    for module in todo:
-        if module is not None and module.__name__ not in seen and _user_module(module):
-            seen.add(module.__name__)
+
+    def visit(module: types.ModuleType) -> None:  # dependencies first (post-order)
+        seen.add(module.__name__)
+        for dep in used(module):
+            if dep.__name__ not in seen:
+                visit(dep)
+        if "." not in module.__name__ and str(module.__file__).endswith(".py"):
+            order.append(str(module.__file__))
+        else:
             try:
                 cloudpickle.register_pickle_by_value(module)
             except ValueError:  # not importable by name here: pickled by value already
                 pass
+
+    home = sys.modules.get(fn.__module__)
+    for module in [home, *used(getattr(fn, "__globals__", {}))]:
+        if module is not None and _user_module(module) and module.__name__ not in seen:
+            visit(module)
+    return order
+
+
+def _imports(module: Any) -> list[str]:
+    """The modules a module's source imports (by name), or none when it has no readable source."""
+    import ast
+
+    try:
+        with open(module.__file__, "rb") as f:
+            tree = ast.parse(f.read())
+    except (AttributeError, TypeError, OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
 
 
 def _holds_nodes(value: Any) -> bool:

@@ -126,7 +126,11 @@ def test_a_script_runs_on_a_cluster_of_dask_commands_with_no_setup(tmp_path) -> 
     try:
         project = tmp_path / "project"
         project.mkdir()
-        (project / "helpers.py").write_text("def scale(x):\n    return 10 * x\n")
+        (project / "deeper.py").write_text("FACTOR = 10\n")  # imported by helpers: shipped too
+        (project / "helpers.py").write_text(
+            "import msgspec\nfrom deeper import FACTOR\n\nclass Scaled(msgspec.Struct):\n    value: int\n\n"
+            "def scale(x):\n    return Scaled(value=FACTOR * x).value\n"
+        )  # a Struct of the user's, which cloudpickle could not rebuild by value
         (project / "pipeline.py").write_text(SCRIPT)
         out = subprocess.run([sys.executable, "pipeline.py", address, str(tmp_path / "store")], cwd=project,
                              capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
