@@ -1,5 +1,5 @@
 """Export a DAG for other orchestrators (Gluepy's promise): an Airflow DAG file in which each
-asyncflow node is one Airflow task running `asyncflow run TARGET` for that node.
+asyncflow node is one Airflow task running `asyncflow dag LABEL --module MODULE` for that node.
 
 What the file fixes at export, so that it works where Airflow runs it (a worker, a temporary
 folder, a PATH without the project's virtualenv): the interpreter that has asyncflow, the module
@@ -44,7 +44,7 @@ class Deployment:
     """What the exported file fixes: see `asyncflow export airflow --help`."""
 
     dag_id: str
-    target: str  # MODULE:NAME, the module dotted or an absolute file path
+    module: str  # dotted, or an absolute file path: the DAG is found by its label once it is imported
     python: str
     store: str
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -56,14 +56,14 @@ class Deployment:
 
 _HEADER = '''"""An Airflow DAG written by `asyncflow export airflow`.
 
-Each Airflow task runs one asyncflow node, `PYTHON -m asyncflow run TARGET --node-at N:TASK`, on
+Each Airflow task runs one asyncflow node, `PYTHON -m asyncflow dag LABEL -m MODULE --node-at N:TASK`, on
 STORE, which every worker must reach (complete nodes are skipped: retries and re-runs are cheap).
 ASYNCFLOW_PYTHON, ASYNCFLOW_STORE and ASYNCFLOW_STORAGE_OPTIONS in a worker's environment override
 what was fixed at export. Parameters given when the DAG is triggered (dag_run.conf) are passed on
 as `-p name=value` (strings as they are, other values as JSON).
 """
 
-# the asyncflow DAG {label!r} ({target!r})
+# the asyncflow DAG {label!r} of {module!r}
 
 import json
 import os
@@ -80,7 +80,8 @@ except ImportError:  # Airflow 2
     from airflow.operators.python import PythonOperator
 
 PYTHON = os.environ.get("ASYNCFLOW_PYTHON", {python!r})
-TARGET = {target!r}
+LABEL = {label!r}
+MODULE = {module!r}
 STORE = os.environ.get("ASYNCFLOW_STORE", {store!r})
 STORAGE_OPTIONS = os.environ.get("ASYNCFLOW_STORAGE_OPTIONS", {storage_options!r})
 PARAMS = {params!r}  # fixed at export (-p); dag_run.conf overrides them
@@ -93,7 +94,7 @@ def run_node(position, node_id, **context):
     dag_run = context.get("dag_run")
     conf = (dag_run.conf if dag_run is not None else None) or {{}}
     params = {{**PARAMS, **{{k: v if isinstance(v, str) else json.dumps(v) for k, v in conf.items()}}}}
-    command = [PYTHON, "-m", "asyncflow", "run", TARGET, "--store", STORE, "--node-at", position]
+    command = [PYTHON, "-m", "asyncflow", "dag", LABEL, "--module", MODULE, "--store", STORE, "--node-at", position]
     for name, value in params.items():
         command += ["-p", f"{{name}}={{value}}"]
     env = {{**os.environ, "ASYNCFLOW_STORAGE_OPTIONS": STORAGE_OPTIONS, "PYTHONUNBUFFERED": "1"}}
@@ -134,7 +135,7 @@ def airflow_dag(label: str, how: Deployment, nodes: list[Node]) -> str:
     text = _HEADER.format(
         dag_id=how.dag_id,
         label=label,
-        target=how.target,
+        module=how.module,
         python=how.python,
         store=how.store,
         storage_options=json.dumps(how.storage_options),

@@ -383,8 +383,11 @@ def airflow(config: dict[str, Any], label: str, module: str | None, output: str 
     url = store or str(af.settings.store)
     if "://" not in url:
         url = os.path.abspath(url)
-    how = Deployment(dag_id=dag_id or airflow_name(label), target=f"{target}:{cls.__name__}",
-                     python=os.path.abspath(python or sys.executable), store=url,
+    interpreter = _interpreter(python)
+    if url.startswith("memory:"):
+        fail(f"--store {url}: a memory store lives in one process; each Airflow task runs in its own: "
+             "give a store every worker reaches (a shared folder, s3://...)")  # fmt: skip
+    how = Deployment(dag_id=dag_id or airflow_name(label), module=target, python=interpreter, store=url,
                      storage_options=dict(af.settings.storage_options), params=raw, retries=retries,
                      pythonpath=pythonpath, project=os.getcwd())  # fmt: skip
     text = airflow_dag(label, how, flow.nodes())
@@ -396,6 +399,18 @@ def airflow(config: dict[str, Any], label: str, module: str | None, output: str 
     print(f"asyncflow: Airflow DAG {how.dag_id!r}: {tasks} tasks, store {url}, python {how.python}, "
           f"module {target}{where}" + (f" -> {output}" if output else ""), file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _interpreter(python: str | None) -> str:
+    """The absolute path of the Python the exported tasks run (a name is looked up on PATH)."""
+    import shutil
+
+    if python is None:
+        return os.path.abspath(sys.executable)
+    found = shutil.which(python) if os.sep not in python else (python if os.access(python, os.X_OK) else None)
+    if found is None:
+        fail(f"--python {python}: no such interpreter (give a path, or a name on PATH)")
+    return os.path.abspath(found)
 
 
 def _module_reference(name: str) -> tuple[str, str, str]:

@@ -370,3 +370,36 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
     silent = [f"{where} {p.opts[0]}" for where, cmd in commands(cli, "asyncflow") for p in cmd.params
               if isinstance(p, click.Option) and not p.hidden and not p.help]  # fmt: skip
     assert not silent
+
+
+def test_export_finds_a_dag_by_label_wherever_its_class_lives(tmp_path: Path) -> None:
+    """A package whose DAG class is defined in a submodule (imported by the package), with a
+    factory-made class name: the exported tasks find the DAG by its label, from another folder."""
+    pkg = tmp_path / "proj" / "mypkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from . import dags\n")
+    (pkg / "dags.py").write_text(textwrap.dedent("""
+        import asyncflow as af
+
+        @af.task
+        async def pkg_step(n: int = 2) -> int:
+            return n * 21
+
+        One = type("Made", (af.DAG,), {"label": "pkg dag", "tasks": [pkg_step]})
+    """))  # fmt: skip
+    out = af_cli(tmp_path / "proj", "export", "airflow", "pkg dag", "--module", "mypkg",
+                 "--store", str(tmp_path / "store"), "--python", "python3")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "LABEL = 'pkg dag'" in out.stdout and "MODULE = 'mypkg'" in out.stdout
+    assert f"PYTHONPATH = {str(tmp_path / 'proj')!r}" in out.stdout  # found from that folder only: said
+    assert "/python3" in out.stdout and f"{tmp_path}/proj/python3" not in out.stdout  # looked up on PATH
+    (tmp_path / "elsewhere").mkdir()
+    ran = subprocess.run([sys.executable, "-m", "asyncflow", "dag", "pkg dag", "--module", "mypkg", "--store",
+                          str(tmp_path / "store"), "--node-at", "0:pkg_step"], cwd=tmp_path / "elsewhere",
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "proj")})  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "store" / "pkg_step").is_dir()
+    bad = af_cli(tmp_path / "proj", "export", "airflow", "pkg dag", "--module", "mypkg", "--store", "memory://x")
+    assert bad.returncode == 2 and "a memory store lives in one process" in bad.stderr
+    nope = af_cli(tmp_path / "proj", "export", "airflow", "pkg dag", "--module", "mypkg", "--python", "nopython9")
+    assert nope.returncode == 2 and "--python nopython9: no such interpreter" in nope.stderr
