@@ -36,7 +36,12 @@ _CHARS = 28  # characters that fit on a line of a box (12px; 11px lines take 3 m
 
 def natural(text: str) -> list[Any]:
     """Sort key: `leaf[i=2]` before `leaf[i=10]`."""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p]
+    # a number by its length, then its digits: numeric order without int() (ids may hold 5,000 digits)
+    return [
+        (0, len(p.lstrip("0")), p.lstrip("0"), p) if p.isdigit() else (1, 0, p, p)
+        for p in re.split(r"(\d+)", text)
+        if p
+    ]
 
 
 def css() -> str:

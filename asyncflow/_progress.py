@@ -93,8 +93,12 @@ class Reporter:
         parts.append(f"failed {self.failed}")
         if self.upstream_failed:
             parts.append(f"upstream failed {self.upstream_failed}")
-        parts += [f"skipped {self.skipped}", f"{self.done / elapsed:.1f}/s"]
+        parts.append(f"skipped {self.skipped}")
         total = max(self.planned + self.skipped, finished)
+        if final and finished < total:  # the run ended before them (fail_fast, Ctrl-C): cancelled
+            parts.append(f"cancelled {total - finished}")
+            finished = total
+        parts.append(f"{self.done / elapsed:.1f}/s")
         self.bar.update(self.task_id, description="  ".join(parts), completed=finished, total=total or None,
                         refresh=final)  # fmt: skip
 

@@ -111,6 +111,9 @@ def _rows(ran: list[Any]) -> list[tuple[str, list[Any]]]:
             else:
                 lane.append(r)
         out += [(f"{task} x{len(runs)}" if i == 0 else "", lane) for i, lane in enumerate(lanes[:MAX_LANES])]
+        if len(lanes) > MAX_LANES:  # said, never silently dropped
+            hidden = sum(len(lane) for lane in lanes[MAX_LANES:])
+            out.append((f"(+{hidden} more {task}: {len(lanes)} rows)", []))
     return out
 
 
