@@ -31,6 +31,7 @@ from ._errors import ParameterError
 from ._fingerprint import output_hash
 from ._formats import encode_output
 from ._identity import HasKey
+from ._params import check_parts
 
 
 class Published:
@@ -160,6 +161,7 @@ class Body:
         self.fn = task.fn
         self.format = task.format
         self.return_type = task.return_type
+        self.outputs = task.outputs
         self.filename = task.fn.__code__.co_filename
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -193,6 +195,8 @@ class Body:
         if where is None or _holds_nodes(value):
             return "value", value  # the local scheduler resolves returned nodes and writes the target
         path, storage_options, kind = where
+        if self.outputs is not None:
+            check_parts(self, value)  # a dict of exactly its declared parts, said as locally
         data, _ = encode_output(self.name, self.format, value, self.return_type)
         if kind == "local":
             _local.write_atomic(path, data)

@@ -62,3 +62,13 @@ def sleeps(i: int) -> int:
 
     time.sleep(30)
     return i
+
+
+@af.task(executor=DASK, outputs=("train", "test"))
+def split_on_worker(n: int) -> dict:
+    return {"train": list(range(n)), "test": [os.getpid()]}
+
+
+@af.task(executor=DASK, outputs=("train", "test"))
+def split_wrong_on_worker(n: int) -> dict:
+    return {"train": [n]}

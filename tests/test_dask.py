@@ -144,3 +144,15 @@ def test_a_script_runs_on_a_cluster_of_dask_commands_with_no_setup(tmp_path) -> 
             proc.terminate()
         for proc in (worker, scheduler):
             proc.wait(30)
+
+
+async def test_a_task_with_several_outputs_runs_on_a_worker(store) -> None:
+    flow = af.Workflow([t.split_on_worker(n=3)], store=store)
+    result = await flow.run()
+    assert result.ran == 1
+    whole = await flow.output(t.split_on_worker(n=3))
+    assert whole["train"] == [0, 1, 2] and whole["test"] != [os.getpid()]  # built on a worker
+    assert (await af.Workflow([t.split_on_worker(n=3)], store=store).run()).ran == 0  # complete
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow([t.split_wrong_on_worker(n=1)], store=store).run()
+    assert "declares outputs train, test and returned a dict with 'train'" in str(e.value)  # said as locally
