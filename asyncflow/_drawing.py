@@ -1,8 +1,9 @@
 """A DAG drawn in layers, as SVG: the run report's graph and the web example's live run page.
 
-Layers as `dot` does them: each node in the column of its longest upstream path (sources on the
-left), then the order within each column from the barycentre of its neighbours, swept left to
-right and back a few times (fewer crossings). Beyond `group_beyond` nodes the drawing shows one box
+Layers as `dot` does them, by igraph's Sugiyama layout (extra `report`: layering, crossing
+minimisation, each node placed near its neighbours); without igraph, a built-in one: each node in
+the column of its longest upstream path, the order within each column from the barycentre of its
+neighbours, swept a few times. Beyond `group_beyond` nodes the drawing shows one box
 per task, with its count and statuses, so 10,000 nodes stay readable. Ids sort naturally
 (`leaf[i=2]` before `leaf[i=10]`); a box shows its task, then its parameters on a second line (a
 line too long for the box keeps its start and its end). Each box is `<g class="node" data-id=...
@@ -31,7 +32,7 @@ COLOURS = {
 _WORST = ["failed", "upstream_failed", "cancelled", "running", "pending", "missing", "stale", "ran", "skipped",
           "complete"]  # fmt: skip
 BOX_W, BOX_H, GAP_X, GAP_Y = 200, 34, 56, 12
-_CHARS = 28  # characters that fit on a line of a box (12px; 11px lines take 3 more)
+_CHARS = 28  # characters that fit on a line of a box
 
 
 def natural(text: str) -> list[Any]:
@@ -85,11 +86,23 @@ def dag_svg(
         if u in known and d in known and u != d:
             ups[d].append(u)
             downs[u].append(d)
-    columns = _order(_layers(ids, ups), ups, downs)
-    pos = {nid: (10 + c * (BOX_W + GAP_X), 10 + r * (BOX_H + GAP_Y)) for c, col in enumerate(columns)
-           for r, nid in enumerate(col)}  # fmt: skip
-    width = 20 + len(columns) * (BOX_W + GAP_X) - GAP_X
-    height = 20 + max((len(c) for c in columns), default=1) * (BOX_H + GAP_Y) - GAP_Y
+    laid = _sugiyama(ids, ups)
+    places, bends = laid or (
+        {
+            nid: (c, float(r))
+            for c, col in enumerate(_order(_layers(ids, ups), ups, downs))
+            for r, nid in enumerate(col)
+        },
+        {},
+    )
+
+    def at(c: int, r: float) -> tuple[int, int]:
+        return 10 + c * (BOX_W + GAP_X), 10 + round(r * (BOX_H + GAP_Y))
+
+    pos = {nid: at(c, r) for nid, (c, r) in places.items()}
+    rows = [r for _, r in places.values()] + [r for bs in bends.values() for _, r in bs]
+    width = 20 + (max((c for c, _ in places.values()), default=0) + 1) * (BOX_W + GAP_X) - GAP_X
+    height = 20 + round((max(rows, default=0) + 1) * (BOX_H + GAP_Y)) - GAP_Y
     parts = [
         f'<svg id="dag" width="{width}" height="{height}" data-extra="{width}" data-box-w="{BOX_W}" '
         f'data-box-h="{BOX_H}" data-step="{BOX_H + GAP_Y}" xmlns="http://www.w3.org/2000/svg">'
@@ -101,8 +114,17 @@ def dag_svg(
         x2, y2 = pos[d]
         for u in us:
             x1, y1 = pos[u]
-            parts.append(f'<line x1="{x1 + BOX_W}" y1="{y1 + BOX_H / 2}" x2="{x2}" y2="{y2 + BOX_H / 2}" '
-                         'stroke="#9ca3af" marker-end="url(#arrow)"/>')  # fmt: skip
+            points = [(x1 + BOX_W, y1 + BOX_H / 2)]
+            for c, r in bends.get((u, d), ()):  # through its own slot in each column it crosses
+                bx, by = at(c, r)
+                points += [(bx, by + BOX_H / 2), (bx + BOX_W, by + BOX_H / 2)]
+            points.append((x2, y2 + BOX_H / 2))
+            if len(points) == 2:
+                parts.append(f'<line x1="{points[0][0]}" y1="{points[0][1]}" x2="{x2}" y2="{y2 + BOX_H / 2}" '
+                             'stroke="#9ca3af" marker-end="url(#arrow)"/>')  # fmt: skip
+            else:
+                drawn = " ".join(f"{x},{y}" for x, y in points)
+                parts.append(f'<polyline points="{drawn}" fill="none" stroke="#9ca3af" marker-end="url(#arrow)"/>')
     for nid, task, status in nodes:
         x, y = pos[nid]
         first, second = _lines(nid, task)
@@ -111,7 +133,7 @@ def dag_svg(
             status, second = status.split("\n", 1)
             first, title = nid, f"{nid}: {second}"
         text = f'<text x="{x + 8}" y="{y + 14}">{escape(fit(first))}</text>' + (
-            f'<text x="{x + 8}" y="{y + 28}" style="font-size:11px">{escape(fit(second, _CHARS + 3))}</text>'
+            f'<text x="{x + 8}" y="{y + 28}" style="font-size:11px">{escape(fit(second, _CHARS))}</text>'
             if second
             else ""
         )
@@ -144,6 +166,39 @@ def _grouped(nodes: list[tuple[str, str, str]], edges: list[tuple[str, str]]) ->
     label = {t: f"{t} x{sum(by.values())}" for t, by in counts.items()}
     grouped = {(label[task_of[u]], label[task_of[d]]) for u, d in edges if u in task_of and d in task_of}
     return out, sorted(grouped)
+
+
+def _sugiyama(
+    ids: list[str], ups: dict[str, list[str]]
+) -> tuple[dict[str, tuple[int, float]], dict[tuple[str, str], list[tuple[int, float]]]] | None:
+    """(column, row) of each node by igraph's Sugiyama layout, and for each edge that spans several
+    columns the places it bends at (a slot of its own in each column it crosses, so it passes no
+    box); None without igraph."""
+    try:
+        import igraph  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    depth = _layers(ids, ups)
+    names: list[Any] = sorted(ids, key=natural)  # (its starting order)
+    index = {nid: i for i, nid in enumerate(names)}
+    layers = [depth[nid] for nid in names]
+    edges: list[tuple[int, int]] = []
+    chains: dict[tuple[str, str], list[int]] = {}
+    for d, us in ups.items():
+        for u in us:
+            at = index[u]
+            chain = chains[(u, d)] = []
+            for layer in range(depth[u] + 1, depth[d]):  # a bend point in each column crossed
+                names.append((u, d, layer))
+                layers.append(layer)
+                edges.append((at, len(names) - 1))
+                at = len(names) - 1
+                chain.append(at)
+            edges.append((at, index[d]))
+    coords = igraph.Graph(n=len(names), edges=edges, directed=True).layout_sugiyama(layers=layers).coords
+    places = {nid: (depth[nid], float(coords[i][0])) for i, nid in enumerate(names[: len(ids)])}
+    bends = {e: [(layers[i], float(coords[i][0])) for i in chain] for e, chain in chains.items()}
+    return places, bends
 
 
 def _layers(ids: list[str], ups: dict[str, list[str]]) -> dict[str, int]:

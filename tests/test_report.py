@@ -200,3 +200,28 @@ async def test_report_boxes_tell_similar_nodes_apart(tmp_path: Path) -> None:
                        r'<text[^>]*>([^<]*)</text>', html)  # fmt: skip
     assert len(lines) == 4 and len({second for _, second in lines}) == 4  # no two boxes read alike
     assert all(first == "rep_region_summary" for first, _ in lines)
+
+
+@pytest.mark.parametrize("engine", ["igraph", "built-in"])
+def test_the_dag_drawing_keeps_layers_and_routes_long_edges_around_boxes(engine: str, monkeypatch) -> None:
+    import re
+
+    from asyncflow import _drawing
+
+    if engine == "igraph":
+        pytest.importorskip("igraph")
+    else:
+        monkeypatch.setattr(_drawing, "_sugiyama", lambda ids, ups: None)
+    nodes = [(n, n, "ran") for n in ("a", "b", "c", "d")]
+    edges = [("a", "b"), ("b", "c"), ("a", "c"), ("c", "d")]  # a -> c skips b's column
+    svg = _drawing.dag_svg(nodes, edges)
+    boxes = {m.group(1): (float(m.group(2)), float(m.group(3)))
+             for m in re.finditer(r'data-id="(\w)".*?<rect x="([\d.]+)" y="([\d.]+)"', svg)}  # fmt: skip
+    xs = sorted({x for x, _ in boxes.values()})
+    assert [boxes[n][0] for n in "abcd"] == xs  # one column per longest-path layer, upstream on the left
+    assert len(set(boxes.values())) == 4  # no two boxes at one place
+    if engine == "igraph":
+        bend = re.search(r'<polyline points="([^"]+)"', svg)
+        assert bend is not None  # a -> c bends through a slot of its own in b's column
+        ys = [float(p.split(",")[1]) for p in bend.group(1).split()]
+        assert all(abs(y - (boxes["b"][1] + _drawing.BOX_H / 2)) > 1 for y in ys[1:-1])  # not through b's box
