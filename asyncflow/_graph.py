@@ -130,7 +130,8 @@ class NodeState:
         self.status = NEW
         self.batch = batch
         self.deps: list[NodeState] | tuple[()] = ()
-        self.dependants: list[NodeState] | None = None  # made on first use: most nodes have one or none
+        # who waits for it by name: most nodes have one (kept alone: 64 bytes less a node) or none
+        self.dependants: NodeState | list[NodeState] | None = None
         self.joins: list[Join] | None = None
         self.npending = 0
         self.output: Any = UNSET
@@ -287,10 +288,13 @@ def activate(roots: list[NodeState], new: list[NodeState], states: dict[bytes, N
                 continue
             if d.status not in FINISHED:
                 st.npending += 1
-                if d.dependants is None:
-                    d.dependants = [st]
+                known = d.dependants
+                if known is None:
+                    d.dependants = st
+                elif type(known) is NodeState:
+                    d.dependants = [known, st]
                 else:
-                    d.dependants.append(st)
+                    known.append(st)  # type: ignore[union-attr]
         out.to_queue.append(st)
         stack.extend(reversed(push))  # upstream runs in the order it was declared
     root_set = set(roots)
@@ -325,7 +329,7 @@ def settle(
         if s_status != DONE:
             ended.append(s)
         dependants, s.dependants = s.dependants, None
-        for d in dependants or ():
+        for d in (dependants,) if type(dependants) is NodeState else dependants or ():  # type: ignore[union-attr]
             if s_status in OK:
                 d.npending -= 1
                 if d.npending == 0 and d.status == PENDING:
