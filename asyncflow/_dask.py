@@ -63,6 +63,7 @@ class DaskExecutor:
         self._closer: Any = None
         self._bodies: dict[Any, Body] = {}
         self._uploaded: dict[tuple[str, int], anyio.Event] = {}
+        self._versions: dict[str, tuple[str, int]] = {}  # this run's look at the uploaded files
 
     async def _connect(self) -> Any:
         if self._client is not None and self._loop is asyncio.get_running_loop():
@@ -104,7 +105,9 @@ class DaskExecutor:
         if body is None or body.fn is not task.fn:  # one per task and code: dask keeps the pickled function
             body = self._bodies[task] = Body(task, by_value=self.address is not None)
         for path in body.uploads:  # (once per client and version of the file; workers joining later get it too)
-            key = (path, os.stat(path).st_mtime_ns)
+            key = self._versions.get(path)
+            if key is None:  # its version looked at once a run, not per body
+                key = self._versions[path] = (path, os.stat(path).st_mtime_ns)
             done = self._uploaded.get(key)
             if done is None:  # the first body to need it uploads it; the others wait for that
                 done = self._uploaded[key] = anyio.Event()
@@ -128,6 +131,7 @@ class DaskExecutor:
     async def close(self) -> None:
         """At the end of a run: close the local cluster this executor started (and its client). A
         client to a cluster at `address` stays connected for the next runs on this event loop."""
+        self._versions = {}  # the next run looks at the user's files again (edited in a notebook...)
         if self._cluster is None:
             return
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
