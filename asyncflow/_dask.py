@@ -19,7 +19,6 @@ import importlib
 import inspect
 import os
 import sys
-import sysconfig
 import types
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import anyio
 
 from . import _context, _local
+from ._code import is_user_file
 from ._errors import ParameterError
 from ._fingerprint import output_hash
 from ._formats import encode_output
@@ -229,18 +229,11 @@ def _body_by_name(module: str, qualname: str) -> Body:
     return Body(obj, by_value=False)
 
 
-_INSTALLED = tuple(
-    os.path.realpath(p) + os.sep
-    for p in {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-)
-
-
 def _user_module(module: types.ModuleType | None) -> bool:
     """A module of the user's own (a script, a file beside it), not one installed where workers have it."""
-    if module is None or module.__name__ == "__main__" or module.__name__.startswith(("asyncflow", "cloudpickle")):
+    if module is None or module.__name__ == "__main__" or module.__name__.startswith("cloudpickle"):
         return False  # (__main__ is always pickled by value)
-    file = getattr(module, "__file__", None)
-    return isinstance(file, str) and not os.path.realpath(file).startswith(_INSTALLED)
+    return isinstance(getattr(module, "__file__", None), str) and is_user_file(module.__file__)
 
 
 def ship_by_value(fn: Any) -> list[str]:

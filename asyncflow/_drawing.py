@@ -32,6 +32,7 @@ COLOURS = {
 _WORST = ["failed", "upstream_failed", "cancelled", "running", "pending", "missing", "stale", "ran", "skipped",
           "complete"]  # fmt: skip
 BOX_W, BOX_H, GAP_X, GAP_Y = 200, 34, 56, 12
+GROUP_BEYOND = 60  # nodes: beyond, a box per task
 _CHARS = 28  # characters that fit on a line of a box
 
 
@@ -71,7 +72,10 @@ def fit(text: str, width: int = _CHARS) -> str:
 
 
 def dag_svg(
-    nodes: list[tuple[str, str, str]], edges: list[tuple[str, str]], group_beyond: int = 60, style: bool = False
+    nodes: list[tuple[str, str, str]],
+    edges: list[tuple[str, str]],
+    group_beyond: int = GROUP_BEYOND,
+    style: bool = False,
 ) -> str:
     """`nodes` as (id, task, status), `edges` as (upstream id, downstream id): the layered drawing
     (with `style`, the colours inside it). Its box size and row step are in `data-box-w`,

@@ -23,7 +23,7 @@ from ._identity import enc_hook
 class Emitter:
     """Builds and hands over one run's events; `callback` is None when nobody listens."""
 
-    __slots__ = ("callback", "failure", "started")
+    __slots__ = ("callback", "failure", "started", "told")
 
     def __init__(self, callback: Any) -> None:
         self.callback = callback
@@ -31,13 +31,13 @@ class Emitter:
         # A running node's id and parameters, encoded for its TaskStarted and reused by its last
         # event: a fan-in's parameters (a list of 10,000 nodes) are encoded once, not per event.
         self.started: dict[NodeState, tuple[str, Any]] = {}
+        self.told = getattr(callback, "asyncflow_planned", None)  # a listener that wants the planned total
 
     def planned(self, n: int) -> None:
         """`n` more nodes will run (or fail): told to a listener that asks (the command line's
         progress bar, for its total), never built as an event."""
-        told = getattr(self.callback, "asyncflow_planned", None)
-        if told is not None:
-            told(n)
+        if self.told is not None:
+            self.told(n)
 
     async def emit(self, event: Any) -> None:
         """Hand `event` to the callback (awaited when it is async)."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from html import escape
 from typing import Any
 
-from ._drawing import css, dag_svg, fit, legend, natural
+from ._drawing import COLOURS, GROUP_BEYOND, css, dag_svg, fit, legend, natural
 
-_ONE_ROW_EACH = 60  # beyond, the timeline draws a lane per task (and the graph a box per task)
+_ONE_ROW_EACH = GROUP_BEYOND  # beyond, the timeline draws a lane per task (as the graph a box per task)
 MAX_LANES = 64  # rows of one task's lane
 
-_COLORS = {"ran": "#3b82f6", "skipped": "#9ca3af", "failed": "#ef4444", "upstream_failed": "#f59e0b",
-           "cancelled": "#6b7280"}  # fmt: skip
 _STATUSES = ("ran", "skipped", "failed", "upstream_failed", "cancelled")
 
 _CSS = """
@@ -48,10 +45,10 @@ def _axis(span: float, y: int) -> str:
     return f'<line x1="{_X0}" y1="{y - 4}" x2="{_X0 + _WIDTH}" y2="{y - 4}" stroke="#999"/>' + "".join(ticks)
 
 
-def _timeline(records: list[Any]) -> tuple[str, str]:
+def _timeline(records: list[Any]) -> tuple[str, str, int]:
     ran = sorted((r for r in records if r.started > 0), key=lambda r: (r.started, natural(r.node_id)))
     if not ran:
-        return "<p>No node ran.</p>", "<p>No node ran.</p>"
+        return "<p>No node ran.</p>", "<p>No node ran.</p>", 0
     t0 = ran[0].started
     span = max(max(r.started + r.duration for r in ran) - t0, 1e-9)
     row = 14
@@ -66,7 +63,7 @@ def _timeline(records: list[Any]) -> tuple[str, str]:
             x = _X0 + (r.started - t0) / span * _WIDTH
             bw = max(1.0, r.duration / span * _WIDTH)
             bars.append(f'<rect x="{x:.1f}" y="{i * row + 2}" width="{bw:.1f}" height="{row - 4}" '
-                        f'fill="{_COLORS.get(r.status, "#999")}" stroke="#fff" stroke-width="0.5">'
+                        f'fill="{COLOURS.get(r.status, "#999")}" stroke="#fff" stroke-width="0.5">'
                         f"<title>{escape(r.node_id)}: {r.duration:.4f}s</title></rect>")  # fmt: skip
     bars.append(_axis(span, bottom + 4) + "</svg>")
     # nodes in progress over time (a body, or its output being written): +1 at a start, -1 at an end
@@ -90,7 +87,7 @@ def _timeline(records: list[Any]) -> tuple[str, str]:
         f'xmlns="http://www.w3.org/2000/svg">{grid}'
         f'<polyline points="{coords}" fill="none" stroke="#3b82f6" stroke-width="1.5"/>{_axis(span, hgt + 24)}</svg>'
     )
-    return "".join(bars), conc
+    return "".join(bars), conc, peak
 
 
 def _rows(ran: list[Any]) -> list[tuple[str, list[Any]]]:
@@ -117,7 +114,7 @@ def _rows(ran: list[Any]) -> list[tuple[str, list[Any]]]:
     return out
 
 
-def _counts(result: Any, records: list[Any]) -> str:
+def _counts(records: list[Any]) -> str:
     """`N: a ran, b skipped, c failed, ...`: every status that occurred, adding up to N."""
     by = {s: sum(1 for r in records if r.status == s) for s in _STATUSES}
     words = [f"{by[s]} {s.replace('_', ' ')}" for s in _STATUSES if by[s] or s in ("ran", "skipped", "failed")]
@@ -128,9 +125,7 @@ def report_html(result: Any) -> str:
     """The report of a `RunResult`."""
     records = list(result.records.values())
     stats = result.stats
-    timeline, concurrency = _timeline(records)
-    found = re.search(r'data-peak="(\d+)"', concurrency)
-    peak_progress = found.group(1) if found else 0
+    timeline, concurrency, peak_progress = _timeline(records)
     task_rows = "".join(
         f"<tr><td>{escape(name)}</td><td>{t.count}</td><td>{t.total:.4f}</td><td>{t.p50:.4f}</td>"
         f"<td>{t.p95:.4f}</td><td>{t.max:.4f}</td><td>{t.retries}</td><td>{t.failures}</td></tr>"
@@ -159,7 +154,7 @@ def report_html(result: Any) -> str:
 <h1>asyncflow run report</h1>
 <table class="figures">
 <tr><td>wall time</td><td>{stats.wall:.3f} s</td></tr>
-<tr><td>nodes</td><td>{_counts(result, records)}</td></tr>
+<tr><td>nodes</td><td>{_counts(records)}</td></tr>
 <tr><td>throughput</td><td>{stats.throughput:.1f} nodes/s</td></tr>
 <tr><td>peak concurrency</td><td>{stats.peak_concurrency} bodies at once (the run's slots); with their outputs being
 written, up to {peak_progress} nodes in progress (the chart)</td></tr>

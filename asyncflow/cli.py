@@ -9,6 +9,7 @@ This is the one module that configures logging (structlog, to stderr).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 import traceback
@@ -94,12 +95,15 @@ def select(
     """The nodes matching -k (or with these exact ids, or the one at `N:TASK`: the N-th node of the
     flow, a TASK node, as an exported Airflow task names it), as roots (selected ones upstream of
     other selected ones dropped)."""
-    if not expression and not exact and not at:
+    if not expression and not exact and at is None:
         return None
     graph = flow.nodes()
-    if at:
-        index, _, task = at.partition(":")
-        node = graph[int(index)] if index.isdigit() and int(index) < len(graph) else None
+    if at is not None:
+        found = re.fullmatch(r"([0-9]+):(.+)", at)
+        if found is None or expression or exact:
+            fail(f"--node-at takes N:TASK (the N-th node of the flow, a TASK node), alone; got {at!r}")
+        index, task = int(found.group(1)), found.group(2)
+        node = graph[index] if index < len(graph) else None
         if node is None or node.task.name != task:
             fail(f"--node-at {at}: the flow's graph is not the one exported (its parameters change its "
                  "shape?); export the DAG again with these parameters (-p)")  # fmt: skip
@@ -370,11 +374,11 @@ def export() -> None:
 @click.pass_obj
 def airflow(config: dict[str, Any], label: str, module: str | None, output: str | None, store: str | None,
             python: str | None, params: tuple[str, ...], retries: int, dag_id: str | None) -> int:  # fmt: skip
-    """An Airflow DAG file: one task per node, each running `asyncflow run` for that node, with the
+    """An Airflow DAG file: one task per node, each running `asyncflow dag` for that node, with the
     interpreter, the module and the store fixed so that it runs wherever Airflow runs it."""
     from ._export import Deployment, airflow_dag, airflow_name
 
-    if dag_id is not None and (airflow_name(dag_id) != dag_id or not dag_id):
+    if dag_id is not None and airflow_name(dag_id) != dag_id:
         fail(f"--dag-id {dag_id!r}: Airflow takes letters, digits, _ . and - only; e.g. {airflow_name(dag_id)!r}")
     name, cls = _load_dag(label, module, config)
     raw = parse_params(params)

@@ -232,6 +232,11 @@ def test_export_airflow_mirrors_the_graph(project: Path) -> None:
     assert node_run.returncode == 0 and "ran get_data" in node_run.stderr and "ran fit" not in node_run.stderr
     moved = af_cli(project, "run", "pipe:Training", "-p", "n=4", "--node-at", "0:fit")
     assert moved.returncode == 2 and "not the one exported" in moved.stderr
+    for typo in ("", "1", "x:y", "-1:get_data", "²:get_data"):
+        bad = af_cli(project, "run", "pipe:Training", "--node-at", typo)
+        assert bad.returncode == 2 and "--node-at takes N:TASK" in bad.stderr, (typo, bad.stderr)
+    both = af_cli(project, "run", "pipe:Training", "--node-at", "0:get_data", "-k", "fit")
+    assert both.returncode == 2 and "alone" in both.stderr
     bad_id = af_cli(project, "export", "airflow", "training", "--module", "pipe", "--dag-id", "x y")
     assert (
         bad_id.returncode == 2 and "--dag-id 'x y': Airflow takes letters" in bad_id.stderr and "'x_y'" in bad_id.stderr
