@@ -294,8 +294,6 @@ class _Walk:
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, CodeFingerprint] = weakref.WeakKeyDictionary()
-generation = [0]
-"""Bumped whenever a fingerprint is computed again: caches of per-node fingerprints check it."""
 epoch = [0]
 """Bumped by every planning pass: a fingerprint is re-validated once per pass, not once per node."""
 
@@ -311,8 +309,6 @@ def code_fingerprint(fn: Callable[..., Any]) -> CodeFingerprint:
     if fp is not None and fp.checked == epoch[0]:
         return fp
     if fp is None or not fp.valid():
-        if fp is not None:
-            generation[0] += 1
         fp = _CACHE[fn] = CodeFingerprint(fn)
     fp.checked = epoch[0]
     return fp

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._code import code_fingerprint, generation
+from ._code import code_fingerprint
 from ._graph import COMPLETE, MISSING, OK, TODO, NodeState
 
 if TYPE_CHECKING:
@@ -73,14 +73,15 @@ def code_hash(task: Task) -> str:
 
 
 def own_fingerprint(node: Node) -> str:
-    """Code + version + parameters (cached on the node until some code fingerprint changes)."""
-    own = node.own_fp
-    if own is None or node.own_gen != generation[0]:
-        task = node.task
-        prefix = f"{code_hash(task)}\0{task.version or ''}\0".encode()
-        own = node.own_fp = hashlib.blake2b(prefix + node.key, digest_size=6).hexdigest()
-        node.own_gen = generation[0]
-    return own
+    """Code + version + parameters, cached on the node while its task's code fingerprint (checked
+    again once per planning pass: an edited helper, a task defined again) is the one it was made from."""
+    task = node.task
+    code = code_fingerprint(task.fn)
+    if node.own_code is not code:
+        prefix = f"{code.total}\0{task.version or ''}\0".encode()
+        node.own_fp = hashlib.blake2b(prefix + node.key, digest_size=6).hexdigest()
+        node.own_code = code
+    return node.own_fp  # type: ignore[return-value]
 
 
 def inputs_fingerprint(inputs: list[tuple[bytes, str]]) -> str:

@@ -69,7 +69,7 @@ class Node(HasKey):
     `args` are what the body receives, nodes still in place of their outputs.
     """
 
-    __slots__ = ("_deps", "_id", "_stem", "args", "key", "own_fp", "own_gen", "params", "task")
+    __slots__ = ("_deps", "_id", "_stem", "args", "key", "own_code", "own_fp", "params", "task")
 
     task: Task
     params: dict[str, Any]
@@ -84,7 +84,7 @@ class Node(HasKey):
         self._deps: tuple[Node, ...] | None = None
         self._stem: str | None = None
         self.own_fp: str | None = None  # own fingerprint (code, version, params), made when first asked
-        self.own_gen = 0  # the code generation own_fp was made in
+        self.own_code: Any = None  # the task's code fingerprint own_fp was made from
 
     # identity -----------------------------------------------------------------------------
     def __hash__(self) -> int:

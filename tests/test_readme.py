@@ -1,6 +1,8 @@
 """The README's code runs as shown: each ```python block after a `<!-- checked -->` line is executed,
 in order, in one namespace, top-level `await` allowed, in a fresh folder and a process of its own
-(its task names are the README's). A line's result is checked against what its comment shows:
+(its task names are the README's). A hidden block, `<!-- checked: what it does` up to `-->`, runs at
+its place too: the definitions a fragment assumes, or checks of what it did that the reader need not
+see. A line's result is checked against what its comment shows:
 `expr  # 'value'` (a Python literal, up to two spaces), `expr  # af.SomeError: text ... more` (that
 error, whose message holds each part), and `print(...)` followed by comment lines (the printed text)."""
 
@@ -26,13 +28,16 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def checked_blocks(text: str) -> list[tuple[int, str]]:
-    """(first line number, code) of each block marked `<!-- checked -->`."""
+    """(first line number, code) of each block marked `<!-- checked -->` and of each hidden block, in order."""
     lines = text.splitlines()
     out = []
     for i, line in enumerate(lines):
         if line.strip() == "<!-- checked -->" and i + 1 < len(lines) and lines[i + 1].startswith("```python"):
             end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
             out.append((i + 3, "\n".join(lines[i + 2 : end])))
+        elif line.startswith("<!-- checked:"):
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "-->")
+            out.append((i + 2, "\n".join(lines[i + 1 : end])))
     return out
 
 
@@ -67,7 +72,7 @@ async def _run(code: str, first: int, ns: dict[str, Any]) -> None:
         for line in lines[stmt.end_lineno or 0 :]:
             if not line.startswith("# "):
                 break
-            shown.append(line[2:])
+            shown.append(re.sub(r"\s{2,}<- .*$", "", line[2:]))  # `   <- a note` is the README's aside
         error = re.match(r"af\.(\w+Error): (.*)", comment)
         compiled = compile(ast.Module([stmt], []) if not isinstance(stmt, ast.Expr) else ast.Expression(stmt.value),
                            "README.md", "exec" if not isinstance(stmt, ast.Expr) else "eval",
@@ -109,3 +114,9 @@ def test_the_readmes_checked_blocks_run_as_shown(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": root, "ASYNCFLOW_EXECUTION_SUMMARY": "false"})  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
     assert (tmp_path / "data").is_dir()  # the quick start's flow persisted in ./data, as the README says
+
+
+def test_every_python_block_of_the_readme_is_checked() -> None:
+    lines = README.read_text().splitlines()
+    unchecked = [i + 1 for i, line in enumerate(lines) if line.startswith("```python") and lines[i - 1] != "<!-- checked -->"]
+    assert not unchecked, f"README.md lines {unchecked}: python blocks without <!-- checked -->"

@@ -168,6 +168,7 @@ async def test_a_notebook_cell_run_again_replaces_the_task_everywhere(store) -> 
         """,
         )
         assert notebook.nb_data is held  # the same task, now with the new code
+        assert (await flow.preview())["nb_data[n=5]"] == "STALE"  # the nodes bound before see it too
         tree = await af.Workflow(notebook.nb_train, store=store).preview()
         assert tree["nb_data[n=5]"] == "STALE" and tree["nb_train[n=5]"] == "PENDING"
         assert tree.reasons[notebook.nb_data(n=5)] == ["code of nb_data changed"]
@@ -175,6 +176,24 @@ async def test_a_notebook_cell_run_again_replaces_the_task_everywhere(store) -> 
         assert await af.Workflow(notebook.nb_train, store=store).output() == 20
     finally:
         del sys.modules["notebook_kernel"]
+
+
+async def test_a_helper_cell_run_again_is_seen_by_the_workflow_made_before(store) -> None:
+    notebook = types.ModuleType("notebook_helpers")
+    sys.modules["notebook_helpers"] = notebook
+    try:
+        _cell(notebook, "import asyncflow as af\ndef nb_clean(x):\n    return x + 1\n")
+        _cell(notebook, "@af.task\nasync def nb_cleaned(x: int) -> int:\n    return nb_clean(x)\n")
+        flow = af.Workflow(notebook.nb_cleaned(x=1), store=store)  # made once, used in later cells
+        await flow.run()
+        assert str(await flow.preview()) == "└─ nb_cleaned[x=1] COMPLETE"
+        _cell(notebook, "def nb_clean(x):\n    return x + 2\n")
+        tree = await flow.preview()
+        assert tree.reasons[notebook.nb_cleaned(x=1)] == ["code of helper nb_clean (<cell notebook_helpers>) changed"]
+        await flow.run()
+        assert await flow.output() == 3
+    finally:
+        del sys.modules["notebook_helpers"]
 
 
 def test_two_dags_cannot_share_a_label_but_a_dag_defined_again_replaces() -> None:
