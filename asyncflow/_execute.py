@@ -63,7 +63,6 @@ class Running(Protocol):
     thread_carrier: anyio.CapacityLimiter
     thread_tokens: dict[NodeState, ThreadToken]
     leases: RunLeases
-    pool: Any
 
     def store_of(self, node: Any) -> Store: ...
     def target_of(self, node: Any) -> Target | None: ...
@@ -204,7 +203,7 @@ async def _execute(run: Running, st: NodeState) -> None:
             async def built() -> bool:
                 return not st.forced and await run.inventory.built_elsewhere(st, target, anyone=True)
 
-            lease = await run.leases.take(target, run.pool.tg, built)
+            lease = await run.leases.take(target, built)
             if lease is not None and (lease.elsewhere or (await _maybe_built(run, lease, target) and await built())):
                 await run.finish(st, COMPLETE)  # another process built it (its lease kept us waiting)
                 return

@@ -85,9 +85,9 @@ class RunLeases:
         self.seconds = seconds
         self.released: list[Lease] = []  # S3 leases given back, about to be deleted
         self.flushing = False
-        self.tg: TaskGroup | None = None
+        self.tg: TaskGroup | None = None  # the run's, while its pool works
 
-    async def take(self, target: Target, tg: TaskGroup, built: Built) -> Lease | None:
+    async def take(self, target: Target, built: Built) -> Lease | None:
         """The node's lease, once this process has it (None where the store has none); one marked
         `elsewhere` when `built()` says another process built the node while this one waited. With
         a lease, look at the target again before building: it may have been built since this run
@@ -98,8 +98,8 @@ class RunLeases:
         if how == "lock":
             return await _lock(target)
         if how == "object":
-            self.tg = tg
-            return await _object(target, self.seconds, tg, built)
+            assert self.tg is not None, "a run's leases are taken while its pool works"
+            return await _object(target, self.seconds, self.tg, built)
         return None
 
     def give_back(self, lease: Lease) -> None:

@@ -341,6 +341,7 @@ class Run:
         and given-back leases deleted, at its end, whatever happens."""
         try:
             async with self.pool.open() as tg:
+                self.leases.tg = tg  # object-store leases are renewed and deleted in the background there
                 yield tg
         except BaseExceptionGroup as group:  # Ctrl-C (trio delivers it inside the task group): plainly
             if group.subgroup(KeyboardInterrupt) is not None:

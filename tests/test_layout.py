@@ -30,7 +30,6 @@ RANK = {m: i for i, m in enumerate(m for _, mods in LAYERS for m in mods)}
 
 TYPE_ONLY_BACK_REFERENCES = {
     ("_node", "_task"): "Node.task is a Task (Task binds nodes, so it imports _node)",
-    ("_graph", "_node"): "NodeState.node is a Node (the graph is pure bookkeeping over nodes)",
 }
 """Deliberate exceptions, httpx style: annotations only, never imported at run time."""
 
@@ -118,12 +117,53 @@ def test_no_import_cycle_at_run_time() -> None:
             visit(mod, [])
 
 
+def test_the_type_only_exceptions_are_each_needed() -> None:
+    used = {(p.stem, target) for p in _modules() for target, _, runtime, _ in _imports(p) if not runtime}
+    upward = {(mod, target) for mod, target in used if RANK[target] >= RANK[mod]}
+    assert set(TYPE_ONLY_BACK_REFERENCES) == upward
+
+
+def _module_aliases(tree: ast.AST) -> dict[str, str]:
+    """Local names bound to asyncflow modules (`from . import _m`, `import asyncflow._m as m`)."""
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module:
+            aliases.update({a.asname or a.name: a.name for a in node.names if a.name in RANK})
+        elif isinstance(node, ast.ImportFrom) and node.module == "asyncflow":
+            aliases.update({a.asname or a.name: a.name for a in node.names if a.name in RANK})
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "asyncflow" and len(parts) == 2 and a.asname:
+                    aliases[a.asname] = parts[1]
+    return aliases
+
+
 def test_no_private_name_crosses_modules() -> None:
     crossing = []
     for path in _modules():
         for target, names, _, line in _imports(path):
             crossing.extend(f"{path.stem}.py:{line} imports {n} from {target}" for n in names if n.startswith("_"))
+        tree = ast.parse(path.read_text())
+        aliases = _module_aliases(tree)
+        for node in ast.walk(tree):  # _m._x through a module imported whole
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                if node.attr.startswith("_") and not node.attr.startswith("__"):
+                    crossing.append(f"{path.stem}.py:{node.lineno} uses {node.attr} of {aliases[node.value.id]}")
     assert not crossing, "\n".join(crossing)
+
+
+def test_the_readme_design_section_draws_these_layers_and_says_who_owns_each_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    design = readme[readme.index("## Design") :]
+    for title, mods in LAYERS:
+        line = next((x for x in design.splitlines() if x.startswith(title)), None)
+        assert line is not None, f"{title} missing from the README's Design block"
+        words = line.split()[2:]
+        assert words[: len(mods)] == mods, f"{title} in the README: {words} != {mods}"
+    owners = design[design.index("Who owns what") :]
+    unnamed = [m for m in RANK if f"`{m}`" not in owners]
+    assert not unnamed, f"the README's 'Who owns what' does not name {unnamed}"
 
 
 def test_modules_and_classes_stay_small() -> None:
