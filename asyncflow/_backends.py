@@ -364,14 +364,26 @@ class MemoryBackend(SyncFsBackend):
     async def delete(self, paths: list[str]) -> None:
         fs = self.sync_fs()
         for p in paths:
-            if fs.exists(p):
+            if await self.exists(p):
                 fs.rm_file(p)
 
     async def info(self, path: str) -> dict[str, Any]:
-        return self.sync_fs().info(path)  # type: ignore[no-any-return]
+        fs = self.sync_fs()
+        file = fs.store.get(fs._strip_protocol(path))  # a file: one dict lookup (fsspec's `info`
+        if file is not None:  # first looks for a folder of that name among all the keys)
+            return {"name": path, "size": file.size, "type": "file", "created": getattr(file, "created", None)}
+        return fs.info(path)  # type: ignore[no-any-return]
+
+    async def head(self, path: str) -> tuple[str, bytes | None]:
+        fs = self.sync_fs()
+        file = fs.store.get(fs._strip_protocol(path))  # targets are files: no folder scan
+        if file is None:
+            raise FileNotFoundError(path)
+        return tag_of({"size": file.size, "created": getattr(file, "created", None)}), None
 
     async def exists(self, path: str) -> bool:
-        return self.sync_fs().exists(path)  # type: ignore[no-any-return]
+        fs = self.sync_fs()
+        return fs._strip_protocol(path) in fs.store or fs.exists(path)  # type: ignore[no-any-return]
 
     async def checksum(self, path: str) -> str | None:
         fs = self.sync_fs()

@@ -231,9 +231,12 @@ class RecordLog:
             if self.writing is not None:
                 await self.writing.wait()
                 continue
-            batch, self.pending = self.pending, []
             self.writing = anyio.Event()
             error: BaseException | None = None
+            # let the publishers of this moment add theirs first: where a write does not wait
+            # (memory), each entry would otherwise be a segment of its own
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            batch, self.pending = self.pending, []
             try:
                 with anyio.CancelScope(shield=True):  # it holds other publishers' entries too
                     data = _encoder.encode([p.entry for p in batch])

@@ -303,6 +303,18 @@ async def test_many_segments_are_compacted_into_one_and_nothing_is_forgotten(eac
     assert (await af.Workflow(nodes, store=each_store).run()).ran == 0
 
 
+async def test_nodes_published_together_share_segments_on_every_store(each_store: str) -> None:
+    @af.task
+    async def together(i: int) -> int:
+        return i
+
+    nodes = [together(i=i) for i in range(300)]
+    assert (await af.Workflow(nodes, store=each_store, max_concurrency=50).run()).ran == 300
+    fs, path = _fs(f"{each_store}/together/.asyncflow")
+    assert len(_segments(fs, path)) <= 300 // 10  # group commit, also where a write never waits (memory)
+    assert len(await _entries(each_store, "together")) == 300
+
+
 # the previous layout --------------------------------------------------------------------------
 
 
