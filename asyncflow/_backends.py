@@ -383,7 +383,7 @@ class MemoryBackend(SyncFsBackend):
 
     async def exists(self, path: str) -> bool:
         fs = self.sync_fs()
-        return fs._strip_protocol(path) in fs.store or fs.exists(path)  # type: ignore[no-any-return]
+        return fs._strip_protocol(path) in fs.store or fs.exists(path)
 
     async def checksum(self, path: str) -> str | None:
         fs = self.sync_fs()

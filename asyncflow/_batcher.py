@@ -7,6 +7,7 @@ to that loop).
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+import sniffio
 
 _QUEUED, _LEADING, _RUNNING, _DONE = 0, 1, 2, 3
 
@@ -70,6 +72,7 @@ class ThreadBatcher:
         self.queue: deque[_Batch] = deque()  # batches not yet running, oldest first
         self.running = 0
         self._limiter = anyio.CapacityLimiter(max_batches)
+        self._hops: set[asyncio.Future[None]] = set()
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` in a worker thread; its result, or its exception raised here."""
@@ -103,12 +106,30 @@ class ThreadBatcher:
             # Let the tasks that are ready right now join the batch too: one hop for all. (Not a
             # cancellation point: the batch holds other callers' calls.)
             await anyio.lowlevel.cancel_shielded_checkpoint()
-            self.queue.remove(batch)
-            batch.state = _RUNNING
-            for it in batch.items:
-                it.state = _RUNNING
-            # Why shielded: the batch holds other callers' calls (other runs' writes among them);
-            # the leader's cancellation must neither abandon nor fake their results.
+        except BaseException:  # asyncio's own Task.cancel() passes any shield: another caller leads
+            self.running -= 1
+            batch.state = _QUEUED
+            batch.wake()
+            raise
+        self.queue.remove(batch)
+        batch.state = _RUNNING
+        for it in batch.items:
+            it.state = _RUNNING
+        # The batch holds other callers' calls (other runs' writes among them): the leader's
+        # cancellation must neither abandon nor fake their results. An anyio shield stops anyio's
+        # cancellation; asyncio's own `Task.cancel()` (a timeout, a host cancelling its task) is
+        # stopped only by a task of its own, which then finishes the batch without the leader.
+        if sniffio.current_async_library() == "asyncio":
+            hop = asyncio.ensure_future(self._hop(batch))
+            self._hops.add(hop)  # (the loop keeps only weak references to tasks)
+            hop.add_done_callback(self._hops.discard)
+            await asyncio.shield(hop)
+        else:
+            with anyio.CancelScope(shield=True):
+                await self._hop(batch)
+
+    async def _hop(self, batch: _Batch) -> None:
+        try:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_run_batch, batch.items, limiter=self._limiter)
         finally:

@@ -60,8 +60,9 @@ def _short(text: str) -> str:
 
 def source_hash(obj: Any) -> str:
     """Hash of a function's (or class's) normalized source; of its bytecode when it has none."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    try:  # (a wrapper's own code: `inspect.getsource` of a function would follow `__wrapped__`)
+        source = inspect.getsource(obj.__code__ if hasattr(obj, "__wrapped__") and hasattr(obj, "__code__") else obj)
+        tree = ast.parse(textwrap.dedent(source))
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 node.decorator_list = []
@@ -225,23 +226,45 @@ class _Strong:
         return self.obj
 
 
+def _label(kind: str, obj: Any) -> str:
+    """`helper clean (pipe.py)`: what a reason names; a lambda with its line (several share a name)."""
+    where = _file(obj)
+    if obj.__name__ == "<lambda>" and hasattr(obj, "__code__"):
+        where = f"{where}:{obj.__code__.co_firstlineno}"
+    return f"{kind} {obj.__qualname__} ({where})"
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+_CONTAINER_ITEMS = 1000  # at most this many items of a constant container are looked into
+
+
 class _Walk:
+    """One traversal of what a task function reaches, in a fixed order (names sorted), so that
+    the same code gives the same parts in every process."""
+
     def __init__(self, fp: CodeFingerprint) -> None:
         self.fp = fp
         self.seen: set[int] = set()
+        self.depth = 0  # containers within containers looked into
+
+    def part(self, label: str, obj: Any, value: str) -> None:
+        """Add a part; a label another object has with another hash (two `util.py`) gets its module and line."""
+        if self.fp.parts.get(label, value) != value:
+            code = getattr(obj, "__code__", None)
+            label = f"{label} [{getattr(obj, '__module__', '?')}:{code.co_firstlineno if code else '?'}]"
+        self.fp.parts[label] = value
 
     def function(self, fn: Any, label: str, part: bool = True) -> None:
-        fn = inspect.unwrap(fn)
         if id(fn) in self.seen or not hasattr(fn, "__code__"):
             return
         self.seen.add(id(fn))
         if part:
-            self.fp.parts[label] = source_hash(fn)
+            self.part(label, fn, source_hash(fn))
         code = fn.__code__
         names = _names(code)
         namespace = fn.__globals__
         module = sys.modules.get(namespace.get("__name__", ""))
-        for name in names:
+        for name in sorted(names):
             if name in namespace:
                 obj = namespace[name]
                 self.fp.read(namespace, name, obj)
@@ -253,16 +276,35 @@ class _Walk:
                 continue
             self.fp.read((weakref.ref(fn), i), name, obj)  # (cells take no weak reference)
             self.visit(obj, name, names, f"closure value {name} of {fn.__qualname__}")
+        wrapped = getattr(fn, "__wrapped__", None)  # a decorator's wrapper: the function it wraps too
+        if wrapped is not None:
+            self.visit(wrapped, "__wrapped__", names, f"closure value __wrapped__ of {fn.__qualname__}")
+        if label:  # a helper's default values (a task's are its parameters, in the node's key)
+            defaults = [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]
+            for value in defaults:
+                self.visit(value, "", names, "", None, values=False)
+            values = [v for v in defaults if not _walked(v)]
+            if values:
+                self.part(f"defaults of {label}", fn, _value_hash(values))
 
     def visit(
-        self, obj: Any, name: str, names: set[str], constant_label: str, module: types.ModuleType | None = None
+        self,
+        obj: Any,
+        name: str,
+        names: set[str],
+        constant_label: str,
+        module: types.ModuleType | None = None,
+        values: bool = True,
     ) -> None:
+        """Take in what `obj` brings: a module's attributes the code reads, a function's or class's
+        code, the class of an instance, the code inside a container; and (with `values`) a plain
+        value as a constant."""
         if isinstance(obj, (CodeBoundary, HasKey)) or id(obj) in self.seen:
             return
         if isinstance(obj, types.ModuleType):
             if _is_user_module(obj):
                 self.seen.add(id(obj))
-                for attr in names & set(vars(obj)):  # the attributes this code may reach: helpers.clean
+                for attr in sorted(names & set(vars(obj))):  # the attributes this code may reach: helpers.clean
                     value = vars(obj)[attr]
                     self.fp.read(vars(obj), attr, value)
                     self.visit(value, attr, names, f"constant {obj.__name__}.{attr} ({_file(obj)})", obj)
@@ -270,27 +312,58 @@ class _Walk:
         if isinstance(obj, functools.partial):
             self.seen.add(id(obj))
             self.visit(obj.func, name, names, constant_label)
-            self.fp.parts[f"{constant_label} arguments"] = _value_hash([list(obj.args), obj.keywords])
+            self.part(f"{constant_label} arguments", obj, _value_hash([list(obj.args), obj.keywords]))
             return
-        if isinstance(obj, (types.FunctionType, types.MethodType)) or (callable(obj) and hasattr(obj, "__wrapped__")):
-            target = inspect.unwrap(obj)
-            target = getattr(target, "__func__", target)
+        if isinstance(obj, (types.FunctionType, types.MethodType)):
+            target = getattr(obj, "__func__", obj)
             code = getattr(target, "__code__", None)
             if code is not None and is_user_file(code.co_filename):
-                self.function(target, f"helper {target.__qualname__} ({_file(target)})")
+                self.function(target, _label("helper", target))
+            elif hasattr(target, "__wrapped__"):  # a library's decorator around the user's function
+                self.visit(target.__wrapped__, name, names, constant_label, module, values)
             return
         if isinstance(obj, type):
-            if _is_user_module(sys.modules.get(obj.__module__, types.ModuleType("?"))) and id(obj) not in self.seen:
+            self._class(obj)
+            return
+        mine = False  # an instance of a class of the user's
+        if isinstance(obj, _CONTAINERS):
+            if len(obj) <= _CONTAINER_ITEMS and self.depth < 3:  # a dispatch table: the code it holds
                 self.seen.add(id(obj))
-                self.fp.parts[f"class {obj.__qualname__} ({_file(obj)})"] = source_hash(obj)
-                for member in vars(obj).values():  # what its methods reach (their source is in the class's)
-                    fn = getattr(member, "__func__", getattr(member, "fget", member))
-                    if isinstance(fn, types.FunctionType):
-                        self.function(fn, "", part=False)
-            return
-        if callable(obj) or inspect.isroutine(obj):
-            return
-        self.fp.parts[constant_label] = _constant_hash(obj, name, module) if module else _value_hash(obj)
+                self.depth += 1
+                for item in (*obj.keys(), *obj.values()) if isinstance(obj, dict) else obj:
+                    if _walked(item) or isinstance(item, _CONTAINERS):
+                        self.visit(item, name, names, constant_label, module, values=False)
+                self.depth -= 1
+        elif not isinstance(obj, (str, bytes, int, float, complex, bool)) and obj is not None:
+            mine = self._class(type(obj))  # an instance (a callable one too): its class's code
+            wrapped = inspect.getattr_static(obj, "__wrapped__", None)
+            if wrapped is not None:
+                self.visit(wrapped, name, names, constant_label, module, values=False)
+        if values and (mine or not (callable(obj) or inspect.isroutine(obj))):
+            self.part(constant_label, obj, _constant_hash(obj, name, module) if module else _value_hash(obj))
+
+    def _class(self, cls: type) -> bool:
+        """A class of the user's: its source (methods included), what its methods reach, and its
+        own bases (a base class in another module edited is a change too). Whether it is the user's."""
+        mine = False
+        for klass in cls.__mro__:
+            if not _is_user_module(sys.modules.get(klass.__module__, types.ModuleType("?"))):
+                continue
+            mine = True
+            if id(klass) in self.seen:
+                continue
+            self.seen.add(id(klass))
+            self.part(f"class {klass.__qualname__} ({_file(klass)})", klass, source_hash(klass))
+            for member in vars(klass).values():  # what its methods reach (their source is in the class's)
+                fn = getattr(member, "__func__", getattr(member, "fget", member))
+                if isinstance(fn, types.FunctionType):
+                    self.function(fn, "", part=False)
+        return mine
+
+
+def _walked(value: Any) -> bool:
+    """Whether a value is code (walked into) rather than data (hashed as a value)."""
+    return isinstance(value, (type, types.ModuleType, functools.partial)) or inspect.isroutine(value) or callable(value)
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, CodeFingerprint] = weakref.WeakKeyDictionary()

@@ -318,6 +318,93 @@ def test_closure_values_count_and_installed_code_does_not() -> None:
     }
 
 
+REACHED = {  # what a task reaches only through a value, a default, a table, a base or a wrapper
+    "a helper's default value": (
+        {"pipe.py": "K = 1\ndef clean(x, k=K):\n    return x + k\n"},
+        "K = 1", "K = 2", "defaults of helper clean (pipe.py)",
+    ),
+    "a method of a module-level instance": (
+        {"pipe.py": "class Cleaner:\n    def clean(self, x):\n        return x + 1\nCLEAN = Cleaner().clean\n"
+                    "CLEANER = Cleaner()\ndef clean(x):\n    return CLEANER.clean(x)\n"},
+        "x + 1", "x + 2", "class Cleaner (pipe.py)",
+    ),
+    "a callable instance": (
+        {"pipe.py": "class Norm:\n    def __call__(self, x):\n        return x + 1\nclean = Norm()\n"},
+        "x + 1", "x + 2", "class Norm (pipe.py)",
+    ),
+    "a function in a dispatch table": (
+        {"pipe.py": "def one(x):\n    return x + 1\nOPS = {'one': one}\ndef clean(x):\n    return OPS['one'](x)\n"},
+        "x + 1", "x + 2", "helper one (pipe.py)",
+    ),
+    "a base class in another module": (
+        {"base.py": "class Base:\n    def f(self, x):\n        return x + 1\n",
+         "pipe.py": "import base\nclass Child(base.Base):\n    pass\ndef clean(x):\n    return Child().f(x)\n"},
+        "x + 1", "x + 2", "class Base (base.py)",
+    ),
+    "a decorator's wrapper": (
+        {"pipe.py": "import functools\ndef plus(f):\n    @functools.wraps(f)\n    def wrapper(x):\n"
+                    "        return f(x) + 100\n    return wrapper\n@plus\ndef clean(x):\n    return x\n"},
+        "+ 100", "+ 200", "helper clean (pipe.py)",
+    ),
+    "one of two lambdas": (
+        {"pipe.py": "SCALE = lambda x: x * 2\nSHIFT = lambda x: x + 1\ndef clean(x):\n    return SHIFT(SCALE(x))\n"},
+        "x + 1", "x + 5", "helper <lambda> (pipe.py:2)",
+    ),
+}  # fmt: skip
+
+
+def _fingerprint_of(folder: Path, files: dict[str, str], tag: str) -> dict[str, str]:
+    """The code parts of a task calling `pipe.clean`, the modules imported afresh from `folder`."""
+    from asyncflow._code import code_fingerprint
+
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    for name in files:
+        sys.modules.pop(name[:-3], None)
+    sys.path.insert(0, str(folder))
+    try:
+        import pipe  # type: ignore[import-not-found]
+
+        async def reaching(x: int) -> int:
+            return pipe.clean(x)  # type: ignore[no-any-return]
+
+        return dict(code_fingerprint(reaching).parts)
+    finally:
+        sys.path.remove(str(folder))
+        for name in files:
+            sys.modules.pop(name[:-3], None)
+
+
+@pytest.mark.parametrize("case", list(REACHED))
+def test_code_reached_through_values_defaults_tables_bases_and_wrappers_counts(tmp_path: Path, case: str) -> None:
+    files, old, new, label = REACHED[case]
+    before = _fingerprint_of(tmp_path, files, "before")
+    edited = {name: text.replace(old, new) for name, text in files.items()}
+    assert edited != files
+    after = _fingerprint_of(tmp_path, edited, "after")
+    assert [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)] == [label]
+
+
+@pytest.mark.slow
+def test_a_fingerprint_is_the_same_in_every_process_whatever_the_hash_seed(tmp_path: Path) -> None:
+    for name, text in {"pipe.py": REACHED["one of two lambdas"][0]["pipe.py"] + "import a.util, b.util\n"
+                       "def both(x):\n    return a.util.clean(x) + b.util.clean(x)\n"}.items():  # fmt: skip
+        (tmp_path / name).write_text(text)
+    for pkg, body in (("a", "x + 1"), ("b", "x * 10")):  # two helpers of one name in two files of one name
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+        (tmp_path / pkg / "util.py").write_text(f"def clean(x):\n    return {body}\n")
+    code = ("from asyncflow._code import code_fingerprint; import pipe\n"
+            "async def t(x: int) -> int:\n    return pipe.clean(x) + pipe.both(x)\n"
+            "print(code_fingerprint(t).total)")  # fmt: skip
+    totals = {
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout  # fmt: skip
+        for seed in range(4)
+    }
+    assert len(totals) == 1, totals
+
+
 # every input counts ----------------------------------------------------------------------------
 
 
