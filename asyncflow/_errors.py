@@ -142,6 +142,7 @@ class FlowFailed(AsyncflowError):
     def __init__(self, result: Any, errors: list[TaskFailed], problem: tuple[str, BaseException] | None = None) -> None:
         self.result = result
         self.errors = list(errors)
+        self.problem = problem
         lines = [problem[0]] if problem else []
         if self.errors:
             first = self.errors[0]

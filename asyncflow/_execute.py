@@ -435,7 +435,10 @@ async def _call_in_process(task: Any, kwargs: dict[str, Any]) -> Any:
     )
     if kind == "unpicklable":
         type_name, why = value
-        raise SerializationError(task.name, type_name, "pickle", "a picklable value", why)
+        raise SerializationError(
+            task.name, type_name, "pickle", None, why,
+            fix="a body in a process sends its output back pickled: return a picklable value (or run it in a thread)",
+        )  # fmt: skip
     if kind == "raised":  # a BaseException of the body (SystemExit...): its failure, the worker lives on
         raise value
     return value

@@ -50,7 +50,8 @@ class WorkflowMulti:
 
         await run_all([functools.partial(one, name, flow) for name, flow in self.workflows.items()])
         if errors:
-            raise FlowFailed(errors[0].result, [x for e in errors for x in e.errors])
+            problem = next((e.problem for e in errors if e.problem is not None), None)  # a callback's
+            raise FlowFailed(errors[0].result, [x for e in errors for x in e.errors], problem)
         return {name: out[name] for name in self.workflows}
 
     async def run(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import tomllib
 import traceback
 from collections.abc import Callable
@@ -176,6 +177,7 @@ def _run_flow(
         result = anyio.run(go)
     except KeyboardInterrupt:
         print(reporter.interrupted(), file=sys.stderr)
+        _leave_abandoned_threads(130)
         return 130
     except af.FlowFailed as e:
         cause = root_cause(e.errors[0]) if e.errors else e
@@ -440,6 +442,15 @@ def _module_reference(name: str) -> tuple[str, str, str]:
     if found:
         return name, "", ""
     return name, cwd, f" (found from {cwd} only: added to PYTHONPATH; every worker must see it, or install it)"
+
+
+def _leave_abandoned_threads(status: int) -> None:
+    """After Ctrl-C, exit at once even if thread bodies are still running (a thread cannot be
+    stopped, and Python would wait for it): their targets are never published, so nothing is lost."""
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,5 @@ async def test_process_executor_names_an_unpicklable_output(store) -> None:
     assert isinstance(cause, af.SerializationError)
     assert cause.task == "returns_a_lock" and "lock" in cause.type_name.lower()
     assert "cannot be pickled to come back" in str(cause)
+    assert cause.suggestion is None and "return a picklable value (or run it in a thread)" in str(cause)
+    assert "format=" not in str(cause)  # no format helps: the output comes back pickled first

@@ -89,7 +89,7 @@ def test_ctrl_c_cancels_the_run_cleanly_prints_what_finished_and_exits_130(tmp_p
     script = _script(
         tmp_path,
         f"""
-        import anyio, asyncflow as af
+        import time, anyio, asyncflow as af
 
         @af.task
         async def quick(i: int) -> int:
@@ -101,8 +101,14 @@ def test_ctrl_c_cancels_the_run_cleanly_prints_what_finished_and_exits_130(tmp_p
             await anyio.sleep(60)
             return i
 
+        @af.task
+        def slow_thread(i: int) -> int:  # a thread cannot be stopped: the process does not wait for it
+            open({str(marker)!r}, "a").write("x")
+            time.sleep(60)
+            return i
+
         def flow():
-            return [quick(i=i) for i in range(3)] + [slow(i=i) for i in range(4)]
+            return [quick(i=i) for i in range(3)] + [slow(i=i) for i in range(3)] + [slow_thread(i=0)]
     """,
     )
     proc = subprocess.Popen([sys.executable, "-m", "asyncflow", "run", f"{script}:flow", "--store",
@@ -122,6 +128,7 @@ def test_ctrl_c_cancels_the_run_cleanly_prints_what_finished_and_exits_130(tmp_p
     assert proc.returncode == 130, err
     assert "interrupted: 3 ran" in err and "4 running were cancelled" in err
     assert sorted(os.listdir(tmp_path / "s" / "quick"))[-3:] and not (tmp_path / "s" / "slow").exists()
+    assert not (tmp_path / "s" / "slow_thread").exists()
 
 
 def test_a_body_raising_keyboard_interrupt_stops_the_run_with_it(tmp_path: Path) -> None:
@@ -229,6 +236,21 @@ async def test_an_on_event_callback_that_raises_fails_the_run_naming_it(store, k
     assert f"on_event callback {listener.__qualname__} raised RuntimeError: listener broke on {kind}" in str(e.value)
     assert isinstance(e.value.__cause__, RuntimeError)
     assert await flow.output(flaky()) == 1  # the run's own work was done and published
+
+
+async def test_a_callback_that_raises_is_named_by_workflow_multi_too(store) -> None:
+    @af.task
+    async def per_flow(n: int) -> int:
+        return n
+
+    def listener(event: events.Event) -> None:
+        raise RuntimeError("listener broke")
+
+    multi = af.WorkflowMulti(per_flow, {"n": [1, 2]}, store=store, on_event=listener)
+    with pytest.raises(af.FlowFailed) as e:
+        await multi.run()
+    assert f"on_event callback {listener.__qualname__} raised RuntimeError: listener broke" in str(e.value)
+    assert isinstance(e.value.__cause__, RuntimeError)
 
 
 async def test_an_async_callback_that_raises_is_named_too(mem_store) -> None:
