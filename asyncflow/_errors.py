@@ -81,7 +81,8 @@ class SerializationError(AsyncflowError):
             else "no built-in format can encode it: return plain data (or give the task an af.Format of your own)"
         )
         super().__init__(
-            f"task {task!r} returned a {type_name}, which format {format!r} cannot encode ({cause}); {fix}"
+            f"task {task!r} returned {'an' if type_name[:1].lower() in 'aeiou' else 'a'} {type_name}, which format "
+            f"{format!r} cannot encode ({cause}); {fix}"
         )
 
 
@@ -104,6 +105,8 @@ def _origin(exc: BaseException) -> str:
         return ""
     frames = traceback.extract_tb(tb)
     mine = [f for f in frames if not f.filename.startswith(_PACKAGE)]
+    if not mine and isinstance(exc, AsyncflowError):  # asyncflow's own check: its message says it all
+        return ""
     frame = (mine or frames)[-1]
     return f"{frame.filename}:{frame.lineno}"
 

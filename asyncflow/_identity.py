@@ -4,13 +4,15 @@ Identity never touches storage. A node is its task name plus its parameters enco
 *with their types*: msgspec JSON with keys sorted, where every value JSON cannot tell apart is
 tagged (`{"$tuple": [...]}`, `{"$set": [...]}`, `{"$bytes": "..."}`, `{"$float": "nan"}`,
 `{"$datetime": "..."}`, `{"$map": [[k, v], ...]}` for non-string keys, `{"$enum": [...]}`,
-`{"$obj": [type, fields]}`), and nodes inside are their digests. Plain JSON values (strings,
+`{"$obj": [type, fields]}`; a dict whose keys could read as a tag, `$...` or `__node__`, is
+`{"$dict": {...}}`), and nodes inside are their digests. Plain JSON values (strings,
 numbers, booleans, None, lists, string-keyed dicts) encode exactly as before tagging existed, so
 their targets keep their names. The digest of those bytes names a node's target.
 
 Ids are readable and unambiguous: a string is shown bare unless it could be misread (it holds
-`, = [ ] "` or `'`, has spaces at an end, starts with `( { <`, or reads as a number, a boolean,
-None or a date), then it is quoted; two different nodes never share an id.
+`, = [ ] "` or `'` or a character that does not print, has spaces at an end, starts with `( { <`,
+or reads as a number, a boolean, None or a date), then it is quoted; a value holding nodes shows
+their count and a digest of the whole value; two different nodes never share an id.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ def tagged(value: Any, node: Any = None) -> Any:
         return [tagged(v, node) for v in value]
     if t is dict:
         if all(type(k) is str for k in value):
-            return {k: tagged(v, node) for k, v in value.items()}
+            plain = {k: tagged(v, node) for k, v in value.items()}
+            if any(k[:1] == "$" or k == "__node__" for k in value):  # keys that read as tags: escaped
+                return {"$dict": plain}
+            return plain
         pairs = [[tagged(k, node), tagged(v, node)] for k, v in value.items()]
         return {"$map": sorted(pairs, key=lambda p: _encoder.encode(p[0]))}
     if isinstance(value, HasKey):
@@ -129,6 +134,8 @@ def untagged(value: Any, node: Any) -> Any:
             return set(items) if tag == "$set" else frozenset(items)
         if tag == "$map":
             return {untagged(k, node): untagged(v, node) for k, v in inner}
+        if tag == "$dict":
+            return {k: untagged(v, node) for k, v in inner.items()}
         if tag == "$node":
             return node(inner)
         if tag in ("$enum", "$obj", "__node__"):
@@ -167,8 +174,13 @@ _events_encoder = msgspec.json.Encoder(enc_hook=enc_hook, order="sorted")
 
 
 def collection_digest(keys: list[bytes]) -> str:
-    """Short digest shown for a parameter that holds nodes."""
+    """Short digest of the nodes a parameter holds, in its target's file name (as it always was)."""
     return hashlib.blake2b(b"".join(keys), digest_size=3).hexdigest()
+
+
+def _value_digest(value: Any) -> str:
+    """Digest of a whole parameter value that holds nodes (the nodes and everything around them)."""
+    return hashlib.blake2b(_encoder.encode(tagged(value)), digest_size=6).hexdigest()
 
 
 # readable ids ----------------------------------------------------------------------------------
@@ -184,6 +196,8 @@ def bare(s: str) -> bool:
     if _FAST_BARE.fullmatch(s) is not None and s[-1] != " ":
         return s not in _WORDS and s.lower() not in _NUMBER_WORDS
     if not s or s != s.strip() or s[0] in "({<" or any(c in _NEVER_BARE for c in s) or s in _WORDS:
+        return False
+    if not s.isprintable():  # a newline, a tab: one id per line stays one line
         return False
     if s.endswith(")") and "(" in s:  # reads as an object, e.g. Point(x=1)
         return False
@@ -227,8 +241,10 @@ def show_value(value: Any, nodes: Sequence[Any] | None = None) -> str:
     """Readable, unambiguous form of one parameter value inside a node id."""
     if nodes:
         n = len(nodes)
-        return f"<{n} node{'s' if n != 1 else ''} {collection_digest([x.key for x in nodes])}>"
+        return f"<{n} node{'s' if n != 1 else ''} {_value_digest(value)}>"
     t = type(value)
+    if t is bytearray:  # the same node as those bytes
+        value, t = bytes(value), bytes
     if t is str:
         return value if bare(value) else _quote(value)
     if t is bool or t is int or t is float or value is None:
@@ -271,7 +287,8 @@ def stem_value(value: Any, nodes: Sequence[Any] | None = None) -> str:
     """The readable form of a value in a target's file name: the same as before ids quoted
     strings, so that targets of unchanged identities keep their names."""
     if nodes:
-        return show_value(value, nodes)
+        n = len(nodes)
+        return f"<{n} node{'s' if n != 1 else ''} {collection_digest([x.key for x in nodes])}>"
     if isinstance(value, str):
         return value
     if isinstance(value, enum.Enum):

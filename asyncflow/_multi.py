@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._concurrent import run_all
 from ._errors import FlowFailed, ParameterError
+from ._identity import show_value
 from ._workflow import Workflow, did_you_mean
 
 if TYPE_CHECKING:
@@ -72,7 +73,19 @@ class WorkflowMulti:
 
 
 def _label(params: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+    """A flow's name from its values, shown as ids show them (`model=lr,n=10`; quoted when a value
+    could be misread), so that two parameter sets never get one name."""
+    return ",".join(f"{k}={show_value(v)}" for k, v in params.items()) or "defaults"
+
+
+def _by_label(sets: list[dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
+    named: dict[str, dict[str, Any]] = {}
+    for p in sets:
+        label = _label(p)
+        if label in named:
+            raise ParameterError(f"WorkflowMulti: {what} gives the flow {label!r} twice ({named[label]!r} and {p!r})")
+        named[label] = dict(p)
+    return named
 
 
 def _flow_params(task: Task, params: Any) -> dict[str, dict[str, Any]]:
@@ -81,10 +94,7 @@ def _flow_params(task: Task, params: Any) -> dict[str, dict[str, Any]]:
     if isinstance(params, (list, tuple)):
         if not params or not all(isinstance(p, dict) for p in params):
             raise ParameterError(f"{form}; got a list holding {params!r}")
-        named = {_label(p): dict(p) for p in params}
-        if len(named) != len(params):
-            raise ParameterError("WorkflowMulti: two parameter dicts of the list are the same")
-        return named
+        return _by_label(list(params), "the list")
     if not isinstance(params, dict) or not params:
         raise ParameterError(f"{form}; got {params!r}")
     values = list(params.values())
@@ -104,7 +114,14 @@ def _flow_params(task: Task, params: Any) -> dict[str, dict[str, Any]]:
         if any(not v for v in values):
             raise ParameterError("WorkflowMulti grid: every parameter needs at least one value")
         combos = [dict(zip(params, combo, strict=True)) for combo in itertools.product(*values)]
-        return {_label(c): c for c in combos}
+        return _by_label(combos, "the grid")
+    odd = next(((k, v) for k, v in params.items() if not isinstance(v, (dict, list, tuple))), None)
+    if odd is not None:
+        raise ParameterError(
+            f"WorkflowMulti: {odd[0]!r} maps to {odd[1]!r}, neither a flow's parameters (a dict) nor a grid's values "
+            f"(a list); a grid of one value is {{{odd[0]!r}: [{odd[1]!r}]}}, one flow is af.Workflow(task, params)",
+            param=str(odd[0]),
+        )
     raise ParameterError(
         f"{form}: {params!r} mixes parameter sets and value lists (ambiguous); give all values as dicts "
         "(named flows) or all as lists (a grid)"

@@ -117,7 +117,7 @@ class Task(CodeBoundary):
                     f"task {where!r}: *args / **kwargs are not supported; name each parameter", task=where
                 )
         self._spec: Spec | None = None
-        self._return: Any = None
+        self._return: Any = _UNKNOWN
 
     def _replaced_by(self, new: Task) -> Task:
         revision = self.revision
@@ -179,15 +179,15 @@ class Task(CodeBoundary):
     @property
     def return_type(self) -> Any:
         """The output type formats decode to (`Any` when unannotated or for generators)."""
-        if self._return is None:
+        if self._return is _UNKNOWN:
             ret: Any = Any
             if self.kind != "asyncgen":
                 try:
                     ret = typing.get_type_hints(self.fn, localns=self._localns).get("return", Any)
                 except Exception:
                     ret = Any
-                if ret is None or ret is type(None):
-                    ret = Any
+                if ret is None:
+                    ret = type(None)  # `-> None`: the output must be None
             self._return = ret
         return self._return
 
@@ -416,6 +416,8 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return Task(fn, _localns=_caller_locals(), **options).live()
 
 
+_UNKNOWN: Any = object()  # a return type not yet looked up
+
 _NOT_PICKLED = frozenset({"_spec", "_return", "_localns", "_parts"})
 
 
@@ -434,7 +436,7 @@ def _unpickled_task(cls: type[Task], name: str, state: dict[str, Any]) -> Task:
     if live is not None:
         return live  # type: ignore[no-any-return]
     task = cls.__new__(cls)
-    task.__dict__.update(state, _spec=None, _return=None, _localns=None, _parts={})
+    task.__dict__.update(state, _spec=None, _return=_UNKNOWN, _localns=None, _parts={})
     return task  # (not registered: a copy, for running its body and binding its nodes)
 
 

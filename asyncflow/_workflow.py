@@ -61,6 +61,21 @@ def _task_names(items: Any, flow: Workflow) -> set[str]:
     return out
 
 
+def _check_forced_reached(forced: set[str], states: list[Any]) -> None:
+    """A forced task that the run never reached (not in the flow, not even as a dynamic child) is a
+    mistake the user would not see otherwise: nothing was rebuilt for it."""
+    reached = {st.node.task.name for st in states}
+    missing = sorted(forced - reached)
+    if missing:
+        raise ParameterError(
+            f"force names {', '.join(map(repr, missing))}, which this run never reached (no node of "
+            f"{'that task' if len(missing) == 1 else 'those tasks'}); its tasks: {', '.join(sorted(reached))}"
+            f"{did_you_mean(missing[0], sorted(reached))}",
+            task=missing[0],
+            param="force",
+        )
+
+
 class Workflow:
     """A set of nodes to preview, run, reset and read, with its options (API.md section 5).
 
@@ -211,7 +226,8 @@ class Workflow:
     async def _execute(
         self, roots: list[Node], force: Any, force_all: bool, options: dict[str, Any]
     ) -> tuple[RunResult, Run]:
-        run = Run(self.resolve(options), _task_names(force, self), force_all)
+        forced = _task_names(force, self)
+        run = Run(self.resolve(options), forced, force_all)
         t0 = time.perf_counter()
         await run.execute(roots)
         states = list(run.states.values())
@@ -237,6 +253,8 @@ class Workflow:
             )
         if run.options.execution_summary:
             print(summary(result), file=sys.stderr)
+        if forced:
+            _check_forced_reached(forced, states)
         if run.emitter.failure is not None:
             raise FlowFailed(result, result.errors, run.emitter.failure)
         if not result.ok:

@@ -34,12 +34,19 @@ def test_values_json_would_blur_are_different_nodes() -> None:
         [dt.datetime(2024, 1, 1), "2024-01-01T00:00:00", dt.date(2024, 1, 1), "2024-01-01"],
         [1, 1.0, True, "1"],
         [{1: "one"}, {"1": "one"}],
+        [{"$set": ["x", "y"]}, {"x", "y"}, {"$tuple": [1]}, (1,), {"__node__": "ab"}],  # keys that read as tags
+        [[leaf_for_ids(i=1), 5], [leaf_for_ids(i=1), 6], {"k": leaf_for_ids(i=1)}],  # values holding nodes
     ]
     for values in groups:
         nodes = [echo(a=v) for v in values]
         assert len({n.key for n in nodes}) == len(values), values
         assert len({n.id for n in nodes}) == len(values), [n.id for n in nodes]
         assert len({n.file_stem() for n in nodes}) == len(values)
+
+
+@af.task
+async def leaf_for_ids(i: int) -> int:
+    return i
 
 
 def test_ids_are_unambiguous_and_plain_values_read_as_before() -> None:
@@ -51,9 +58,13 @@ def test_ids_are_unambiguous_and_plain_values_read_as_before() -> None:
         assert echo(a=misread).id.startswith('echo[a="'), misread
     assert echo(a=(1, "x")).id == 'echo[a=(1, "x"), b=None]'
     assert echo(a=[1, "x"]).id == 'echo[a=[1,"x"], b=None]'  # plain JSON: as ids always showed it
+    assert echo(a="two\nlines").id == 'echo[a="two\\nlines", b=None]'  # one id, one line
+    assert echo(a=bytearray(b"ab")) == echo(a=b"ab") and echo(a=bytearray(b"ab")).id == echo(a=b"ab").id
+    assert echo(a=[leaf_for_ids(i=1)]).file_stem().startswith("a=_1_node_")  # target names kept as they were
 
 
-async def test_four_values_are_four_nodes_with_four_targets(store) -> None:
+async def test_four_values_are_four_nodes_with_four_targets(any_store) -> None:
+    store = any_store
     values = [float("nan"), float("inf"), float("-inf"), None]
     ran = []
 
@@ -452,6 +463,33 @@ async def test_inputs_awaited_inside_a_body_are_recorded_and_checked(tmp_path: P
     assert sorted(runs) == ["reads", "shifted"] and await flow.output() == 5 + 102
 
 
+async def test_a_child_given_a_node_as_parameter_is_an_input_with_that_node(any_store) -> None:
+    store = any_store
+    @af.task(version="1")
+    async def base_value() -> int:
+        return 10
+
+    @af.task
+    async def plus_one(x: int) -> int:
+        return x + 1
+
+    @af.task
+    async def parent() -> int:
+        return await plus_one(x=base_value())  # the child's parameter holds a node
+
+    flow = af.Workflow(parent(), store=store)
+    await flow.run()
+    assert await flow.output() == 11
+
+    @af.task(version="2")
+    async def base_value() -> int:  # noqa: F811 - the node inside the child's parameters, changed
+        return 20
+
+    assert "STALE" in str(await af.Workflow(parent(), store=store).preview())
+    await af.Workflow(parent(), store=store).run()
+    assert await flow.output() == 21
+
+
 async def test_items_mapped_inside_a_body_are_inputs_too(store) -> None:
     @af.task(version="1")
     async def mapped(x: int) -> int:
@@ -474,7 +512,8 @@ async def test_items_mapped_inside_a_body_are_inputs_too(store) -> None:
 # what a body receives is what a later run reads ------------------------------------------------
 
 
-async def test_downstream_gets_on_the_first_run_what_later_runs_read(store) -> None:
+async def test_downstream_gets_on_the_first_run_what_later_runs_read(any_store) -> None:
+    store = any_store
     seen: list[Any] = []
 
     @af.task
@@ -498,7 +537,7 @@ async def test_downstream_gets_on_the_first_run_what_later_runs_read(store) -> N
 @pytest.mark.parametrize(
     ("fmt", "annotation", "value", "suggestion"),
     [("json", "int", "'x'", None), ("json", "float", "float('nan')", "msgpack"), ("json", "Any", "float('inf')", "msgpack"),
-     ("pickle", "int", "'x'", None)],
+     ("pickle", "int", "'x'", None), ("json", "None", "5", None)],
 )  # fmt: skip
 async def test_outputs_that_do_not_match_or_cannot_read_back_are_refused(
     store, fmt, annotation, value, suggestion
@@ -532,6 +571,22 @@ async def test_force_with_an_unknown_task_is_an_error_naming_the_flow_s_tasks(me
         await flow.run(force=["leef_for_force"])
     await flow.run(force=["leaf_for_force"])
 
+    @af.task
+    async def elsewhere() -> int:
+        return 2
+
+    for outside in ("elsewhere", elsewhere, elsewhere()):  # a task of no node of this flow: nothing rebuilt
+        with pytest.raises(af.ParameterError, match="force names 'elsewhere', which this run never reached"):
+            await flow.run(force=[outside])
+
+
+def test_the_cli_refuses_a_mistyped_force(tmp_path: Path) -> None:
+    (tmp_path / "pipe.py").write_text("import asyncflow as af\n@af.task\nasync def leaf() -> int:\n    return 1\n")
+    proc = subprocess.run([sys.executable, "-m", "asyncflow", "run", "pipe.py:leaf", "--store", str(tmp_path / "s"),
+                           "--force", "leef"], cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "force names an unknown task 'leef'" in proc.stderr and "did you mean 'leaf'" in proc.stderr
+    assert not (tmp_path / "s").exists()  # refused before anything ran
+
 
 async def test_workflow_multi_takes_names_a_grid_or_a_list(mem_store) -> None:
     @af.task
@@ -552,6 +607,13 @@ async def test_workflow_multi_takes_names_a_grid_or_a_list(mem_store) -> None:
         af.WorkflowMulti(gridded, {"flow1": {"model": "a"}, "scale": [1]})
     with pytest.raises(af.ParameterError, match="workflow parameter 'scal' is not accepted by gridded"):
         af.WorkflowMulti(gridded, {"flow1": {"scal": 2}})
+    tricky = af.WorkflowMulti(gridded, {"model": ["x,scale=1", "x"], "scale": [1, 2]})  # names never collide
+    assert list(tricky.workflows) == ['model="x,scale=1",scale=1', 'model="x,scale=1",scale=2', "model=x,scale=1",
+                                      "model=x,scale=2"]  # fmt: skip
+    with pytest.raises(af.ParameterError, match="the list gives the flow 'model=x' twice"):
+        af.WorkflowMulti(gridded, [{"model": "x"}, {"model": "x"}])
+    with pytest.raises(af.ParameterError, match=r"'model' maps to 'lr', neither.*a grid of one value is \{'model': \['lr'\]\}"):
+        af.WorkflowMulti(gridded, {"model": "lr"})
 
 
 # paths -----------------------------------------------------------------------------------------
