@@ -241,6 +241,8 @@ def show_value(value: Any, nodes: Sequence[Any] | None = None) -> str:
     """Readable, unambiguous form of one parameter value inside a node id."""
     if nodes:
         n = len(nodes)
+        if value is nodes[0]:  # the value is the node itself (a chain's `prev=node`): its own digest
+            return f"<1 node {value.key.hex()[:12]}>"
         return f"<{n} node{'s' if n != 1 else ''} {_value_digest(value)}>"
     t = type(value)
     if t is bytearray:  # the same node as those bytes
