@@ -72,3 +72,13 @@ def split_on_worker(n: int) -> dict:
 @af.task(executor=DASK, outputs=("train", "test"))
 def split_wrong_on_worker(n: int) -> dict:
     return {"train": [n]}
+
+
+@af.task(executor=DASK)
+def where_it_ran(i: int) -> str:
+    """The Dask task that ran this body (bodies submitted together share one)."""
+    import distributed
+
+    if i % 7 == 3:
+        raise ValueError(f"body {i} fails alone")
+    return str(distributed.get_worker().get_current_task())

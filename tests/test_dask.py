@@ -156,3 +156,16 @@ async def test_a_task_with_several_outputs_runs_on_a_worker(store) -> None:
     with pytest.raises(af.FlowFailed) as e:
         await af.Workflow([t.split_wrong_on_worker(n=1)], store=store).run()
     assert "declares outputs train, test and returned a dict with 'train'" in str(e.value)  # said as locally
+
+
+async def test_bodies_ready_together_travel_in_a_few_dask_tasks_each_with_its_own_result(store) -> None:
+    nodes = [t.where_it_ran(i=i) for i in range(40)]
+    with pytest.raises(af.FlowFailed) as e:
+        await af.Workflow(nodes, store=store, max_concurrency=40).run()
+    result = e.value.result
+    failed = {r.node_id for r in result.records.values() if r.status == "failed"}
+    assert failed == {f"where_it_ran[i={i}]" for i in range(40) if i % 7 == 3}  # each body's own error
+    assert "body 3 fails alone" in str(e.value) and "_dask_tasks.py" in str(e.value)  # with its remote line
+    flow = af.Workflow(nodes, store=store)
+    tasks = {await flow.output(n) for n in nodes if n.params["i"] % 7 != 3}  # the others' outputs were written
+    assert 1 <= len(tasks) <= 8  # 34 bodies in a few Dask tasks (about two a worker thread), not 34
