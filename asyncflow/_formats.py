@@ -227,8 +227,12 @@ def encode_output(task: str, fmt: Format, value: Any, type: Any) -> tuple[bytes,
         data = fmt.dumps(value, type)
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise SerializationError(task, type_name(value), fmt.name, suggest_format(value, fmt.name), str(e)) from e
-    annotated = "None" if type is builtins.type(None) else getattr(type, "__name__", str(type).replace("typing.", ""))
-    mismatch = f"return {'None' if annotated == 'None' else 'a ' + annotated}, or annotate the task with what it returns"
+    if type is builtins.type(None):
+        annotated, expected = "None", "None"
+    else:
+        annotated = getattr(type, "__name__", str(type).replace("typing.", ""))
+        expected = f"a {annotated}"
+    mismatch = f"return {expected}, or annotate the task with what it returns"
     if getattr(fmt, "exact", False):
         if isinstance(type, builtins.type) and type is not typing.Any and not isinstance(value, type):
             raise SerializationError(

@@ -127,9 +127,7 @@ def _module_aliases(tree: ast.AST) -> dict[str, str]:
     """Local names bound to asyncflow modules (`from . import _m`, `import asyncflow._m as m`)."""
     aliases = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module:
-            aliases.update({a.asname or a.name: a.name for a in node.names if a.name in RANK})
-        elif isinstance(node, ast.ImportFrom) and node.module == "asyncflow":
+        if isinstance(node, ast.ImportFrom) and ((node.level == 1 and not node.module) or node.module == "asyncflow"):
             aliases.update({a.asname or a.name: a.name for a in node.names if a.name in RANK})
         elif isinstance(node, ast.Import):
             for a in node.names:
@@ -147,9 +145,9 @@ def test_no_private_name_crosses_modules() -> None:
         tree = ast.parse(path.read_text())
         aliases = _module_aliases(tree)
         for node in ast.walk(tree):  # _m._x through a module imported whole
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
-                if node.attr.startswith("_") and not node.attr.startswith("__"):
-                    crossing.append(f"{path.stem}.py:{node.lineno} uses {node.attr} of {aliases[node.value.id]}")
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):  # fmt: skip
+                crossing.append(f"{path.stem}.py:{node.lineno} uses {node.attr} of {aliases[node.value.id]}")
     assert not crossing, "\n".join(crossing)
 
 

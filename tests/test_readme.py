@@ -118,5 +118,7 @@ def test_the_readmes_checked_blocks_run_as_shown(tmp_path: Path) -> None:
 
 def test_every_python_block_of_the_readme_is_checked() -> None:
     lines = README.read_text().splitlines()
-    unchecked = [i + 1 for i, line in enumerate(lines) if line.startswith("```python") and lines[i - 1] != "<!-- checked -->"]
+    unchecked = [
+        i + 1 for i, line in enumerate(lines) if line.startswith("```python") and lines[i - 1] != "<!-- checked -->"
+    ]
     assert not unchecked, f"README.md lines {unchecked}: python blocks without <!-- checked -->"

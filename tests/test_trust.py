@@ -408,11 +408,13 @@ def test_a_fingerprint_is_the_same_in_every_process_whatever_the_hash_seed(tmp_p
     code = ("from asyncflow._code import code_fingerprint; import pipe\n"
             "async def t(x: int) -> int:\n    return pipe.clean(x) + pipe.both(x)\n"
             "print(code_fingerprint(t).total)")  # fmt: skip
-    totals = {
-        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout  # fmt: skip
-        for seed in range(4)
-    }
+
+    def total_under(seed: int) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                              check=True, env=env).stdout  # fmt: skip
+
+    totals = {total_under(seed) for seed in range(4)}
     assert len(totals) == 1, totals
 
 
@@ -465,6 +467,7 @@ async def test_inputs_awaited_inside_a_body_are_recorded_and_checked(tmp_path: P
 
 async def test_a_child_given_a_node_as_parameter_is_an_input_with_that_node(any_store) -> None:
     store = any_store
+
     @af.task(version="1")
     async def base_value() -> int:
         return 10
@@ -584,7 +587,11 @@ def test_the_cli_refuses_a_mistyped_force(tmp_path: Path) -> None:
     (tmp_path / "pipe.py").write_text("import asyncflow as af\n@af.task\nasync def leaf() -> int:\n    return 1\n")
     proc = subprocess.run([sys.executable, "-m", "asyncflow", "run", "pipe.py:leaf", "--store", str(tmp_path / "s"),
                            "--force", "leef"], cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert proc.returncode == 2 and "force names an unknown task 'leef'" in proc.stderr and "did you mean 'leaf'" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "force names an unknown task 'leef'" in proc.stderr
+        and "did you mean 'leaf'" in proc.stderr
+    )
     assert not (tmp_path / "s").exists()  # refused before anything ran
 
 
@@ -612,7 +619,9 @@ async def test_workflow_multi_takes_names_a_grid_or_a_list(mem_store) -> None:
                                       "model=x,scale=2"]  # fmt: skip
     with pytest.raises(af.ParameterError, match="the list gives the flow 'model=x' twice"):
         af.WorkflowMulti(gridded, [{"model": "x"}, {"model": "x"}])
-    with pytest.raises(af.ParameterError, match=r"'model' maps to 'lr', neither.*a grid of one value is \{'model': \['lr'\]\}"):
+    with pytest.raises(
+        af.ParameterError, match=r"'model' maps to 'lr', neither.*a grid of one value is \{'model': \['lr'\]\}"
+    ):
         af.WorkflowMulti(gridded, {"model": "lr"})
 
 
