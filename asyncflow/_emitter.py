@@ -20,13 +20,24 @@ from ._graph import FAILED, UPSTREAM_FAILED, NodeState
 from ._identity import enc_hook
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """An event's parameters as plain data (a copy: a listener may keep or change it)."""
+    for v in params.values():
+        if type(v) not in _PLAIN:
+            return msgspec.to_builtins(params, enc_hook=enc_hook)  # type: ignore[no-any-return]
+    return dict(params)
+
+
 class Emitter:
     """Builds and hands over one run's events; `callback` is None when nobody listens."""
 
     __slots__ = ("callback", "failure", "started", "told")
 
     def __init__(self, callback: Any) -> None:
-        self.callback = callback
+        self.callback = callback  # (sync or async: `tell` calls it, and hands back what is to await)
         self.failure: tuple[str, BaseException] | None = None  # (message, exception) of a callback that raised
         # A running node's id and parameters, encoded for its TaskStarted and reused by its last
         # event: a fan-in's parameters (a list of 10,000 nodes) are encoded once, not per event.
@@ -41,38 +52,63 @@ class Emitter:
 
     async def emit(self, event: Any) -> None:
         """Hand `event` to the callback (awaited when it is async)."""
+        pending = self.tell(event)
+        if pending is not None:
+            await pending
+
+    def tell(self, event: Any) -> Coroutine[Any, Any, None] | None:
+        """Call the callback with `event`; what is left to await when it is async (None for a
+        plain function: the common case costs no coroutine)."""
         callback = self.callback
         if callback is None:
-            return
+            return None
         try:
             result = callback(event)
-            if hasattr(result, "__await__"):
-                await result
         except BaseException as e:
-            if isinstance(e, (KeyboardInterrupt, anyio.get_cancelled_exc_class())):
-                raise
-            self.callback = None
-            if self.failure is None:
-                name = getattr(callback, "__qualname__", None) or repr(callback)
-                self.failure = (
-                    f"on_event callback {name} raised {describe(e)} on a {type(event).__name__} event; "
-                    "the run went on without it",
-                    e,
-                )
+            self._failed(callback, event, e)
+            return None
+        return self._finish(callback, event, result) if hasattr(result, "__await__") else None
+
+    async def _finish(self, callback: Any, event: Any, result: Any) -> None:
+        try:
+            await result
+        except BaseException as e:
+            self._failed(callback, event, e)
+
+    def _failed(self, callback: Any, event: Any, e: BaseException) -> None:
+        if isinstance(e, (KeyboardInterrupt, anyio.get_cancelled_exc_class())):
+            raise e
+        self.callback = None
+        if self.failure is None:
+            name = getattr(callback, "__qualname__", None) or repr(callback)
+            self.failure = (
+                f"on_event callback {name} raised {describe(e)} on a {type(event).__name__} event; "
+                "the run went on without it",
+                e,
+            )
 
     def node(self, cls: Any, st: NodeState, **fields: Any) -> Coroutine[Any, Any, None]:
         """Build a node event of class `cls`; awaiting the result emits it (one coroutine, not two)."""
         return self.emit(self.build(cls, st, **fields))
 
+    def node_now(self, cls: Any, st: NodeState, **fields: Any) -> Coroutine[Any, Any, None] | None:
+        """Build and hand over a node event; what is left to await (an async callback's), or None."""
+        return self.tell(self.build(cls, st, **fields))
+
+    def id_of(self, st: NodeState) -> str:
+        """A running node's id, as its TaskStarted event gave it (made once for events and logs)."""
+        known = self.started.get(st)
+        return known[0] if known is not None else st.node.make_id()
+
     def build(self, cls: Any, st: NodeState, **fields: Any) -> Any:
         if cls is ev.TaskStarted or cls is ev.TaskRetrying:
             known = self.started.get(st)
             if known is None:
-                known = self.started[st] = (st.node.id, msgspec.to_builtins(st.node.params, enc_hook=enc_hook))
+                known = self.started[st] = (st.node.make_id(), _plain(st.node.params))
         else:  # its last event
             known = self.started.pop(st, None)
             if known is None:
-                known = (st.node.id, msgspec.to_builtins(st.node.params, enc_hook=enc_hook))
+                known = (st.node.make_id(), _plain(st.node.params))
         node_id, params = known
         return cls(node_id=node_id, task=st.node.task.name, params=params, timestamp=time.time(), **fields)
 

@@ -214,15 +214,17 @@ async def _execute(run: Running, st: NodeState) -> None:
             kwargs = {k: replace_nodes(v, outputs.__getitem__) for k, v in node.args.items()}
         else:
             kwargs = node.args
-        if task.retries or task.timeout is not None or run.emitter.callback is not None:
+        if task.retries or task.timeout is not None:
             value = await _call_with_retries(run, st, kwargs)
-        elif task.kind == "async" and task.executor == "async":  # the hot path: one try of a coroutine
-            st.attempts = 1
-            _enter(run, st)
-            value = await task.fn(**kwargs)
         else:
             st.attempts = 1
-            value = await _call(run, st, kwargs)
+            if run.emitter.callback is not None and (told := run.emitter.node_now(ev.TaskStarted, st, attempt=1)):
+                await told
+            if task.kind == "async" and task.executor == "async":  # the hot path: one try of a coroutine
+                _enter(run, st)
+                value = await task.fn(**kwargs)
+            else:
+                value = await _call(run, st, kwargs)
         if type(value) not in _PLAIN and has_nodes(value):
             value = await run.resolve(value, st)  # Flyte-style: returned nodes run, outputs take their place
         if task.outputs is not None and not isinstance(value, Published):  # (a worker's format checked its parts)
@@ -252,8 +254,8 @@ async def _execute(run: Running, st: NodeState) -> None:
             run.leases.give_back(lease)
     st.output = value
     st.duration = time.perf_counter() - t0
-    if run.emitter.callback is not None:
-        await run.emitter.node(ev.TaskSucceeded, st, duration=st.duration)
+    if run.emitter.callback is not None and (told := run.emitter.node_now(ev.TaskSucceeded, st, duration=st.duration)):
+        await told
     if run.log_info:
         log().info("task succeeded", node_id=node.id, duration=round(st.duration, 6))
     run.settle(st, DONE, last=True)  # nothing awaited from here to the worker taking its next node
@@ -301,7 +303,7 @@ def _enter(run: Running, st: NodeState) -> None:
     replaces them (cheaper than resetting, on the hot path).
     """
     _context.current.set(_context.Frame(run, st))
-    bind_log_context(node_id=st.node.make_id())
+    bind_log_context(node_id=run.emitter.id_of(st) if run.emitter.callback is not None else st.node.make_id())
     if run.log_info:
         log().info("task started", attempt=st.attempts)
 
