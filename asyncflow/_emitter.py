@@ -19,7 +19,6 @@ from ._errors import describe, root_cause
 from ._graph import FAILED, UPSTREAM_FAILED, NodeState
 from ._identity import enc_hook
 
-
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
