@@ -209,7 +209,8 @@ async def _execute(run: Running, st: NodeState) -> None:
                 return
         deps = st.deps
         if deps:
-            await run.load_outputs(deps)
+            if any(d.output is UNSET for d in deps):  # (in memory already: no coroutine)
+                await run.load_outputs(deps)
             outputs = {d.node: d.output for d in deps}
             kwargs = {k: replace_nodes(v, outputs.__getitem__) for k, v in node.args.items()}
         else:
