@@ -4,6 +4,7 @@ converted by the tasks' own annotations. Bad usage is a `Usage` error: one line,
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -128,9 +129,12 @@ def load_flow(target: str, params: tuple[str, ...], options: dict[str, Any]) -> 
     try:
         obj = getattr(module, name)
     except AttributeError:
-        found = sorted(k for k, v in vars(module).items()
-                       if isinstance(v, (af.Task, af.Workflow, af.Node, af.Catalog)) or _is_dag(v))  # fmt: skip
-        fail(f"no {name!r} in {where}; it defines: {', '.join(found) or 'no tasks'}")
+        found = sorted(k for k, v in vars(module).items() if not k.startswith("_") and (
+            isinstance(v, (af.Task, af.Workflow, af.Node, af.Catalog)) or _is_dag(v)
+            or (inspect.isfunction(v) and v.__module__ == module.__name__)))  # fmt: skip
+        close = difflib.get_close_matches(name, found, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        fail(f"no {name!r} in {where}; it defines: {', '.join(found) or 'no tasks'}{hint}")
     raw = parse_params(params)
     if isinstance(obj, af.Task):
         return af.Workflow(obj.bind((), convert_for([obj], raw), strict=False), **options)
