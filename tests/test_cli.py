@@ -119,7 +119,10 @@ def test_parameters_are_converted_by_their_annotations(project: Path) -> None:
         (["run", "pipe.py:fit", "-p", "model=probit"], "parameter 'model' expects Model"),
         (["run", "pipe.py:fit", "-p", "nope=1"], "-p nope: task 'fit' has no parameter 'nope'; it accepts"),
         (["run", "pipe.py:nothing"], "no 'nothing' in pipe.py"),
-        (["run", "pipe.py:fitss"], "it defines: Training, boom, fit, fits, flow, get_data, one; did you mean 'fits'?"),  # functions too
+        (
+            ["run", "pipe.py:fitss"],
+            "it defines: Training, boom, fit, fits, flow, get_data, one; did you mean 'fits'?",
+        ),  # functions too
         (["run", "missing.py:fit"], "file not found: missing.py"),
         (["run", "pipe.py"], "TARGET must be path/to/file.py:NAME"),
         (["dag", "nope", "--module", "pipe"], "unknown DAG label 'nope'; known: training"),
