@@ -122,7 +122,8 @@ class DaskExecutor:
                 finally:
                     done.set()
             await done.wait()
-        job = _Job(body, kwargs, where)
+        frame = _context.current.get()  # the run submitting it: runs never share a Dask task
+        job = _Job(body, kwargs, where, id(frame.run) if frame is not None else 0, task.timeout is not None)
         self._pending.append(job)
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush_soon(client))
@@ -151,18 +152,21 @@ class DaskExecutor:
             jobs, self._pending, self._flushing = self._pending, [], None
         try:
             threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
-            size = min(_MAX_CHUNK, max(1, -(-len(jobs) // (2 * threads))))  # about two chunks a worker thread
-            for k in range(0, len(jobs), size):
-                chunk = _Chunk(jobs[k : k + size])
-                chunk.future = client.submit(_run_chunk, [(j.body, j.kwargs, j.where) for j in chunk.jobs], pure=False)
-                for j in chunk.jobs:
-                    j.chunk = chunk
-                self._chunks.add(task := asyncio.ensure_future(chunk.collect()))
-                task.add_done_callback(self._chunks.discard)
+            for group in _groups(jobs):
+                size = min(_MAX_CHUNK, max(1, -(-len(group) // (2 * threads))))  # about two a worker thread
+                for k in range(0, len(group), size):
+                    self._submit(client, _Chunk(group[k : k + size]))
         except Exception as e:  # (a closed client...): every body not submitted fails with it, none hangs
             for j in jobs:
                 if j.chunk is None and not j.result.done():
                     j.result.set_exception(e)
+
+    def _submit(self, client: Any, chunk: _Chunk) -> None:
+        chunk.future = client.submit(_run_chunk, [(j.body, j.kwargs, j.where) for j in chunk.jobs], pure=False)
+        for j in chunk.jobs:
+            j.chunk = chunk
+        self._chunks.add(task := asyncio.ensure_future(chunk.collect()))
+        task.add_done_callback(self._chunks.discard)
 
     async def close(self) -> None:
         """At the end of a run: close the local cluster this executor started (and its client). A
@@ -185,12 +189,14 @@ _MAX_CHUNK = 256  # bodies in one Dask task at most
 class _Job:
     """One body to run on the cluster, and where its result arrives."""
 
-    __slots__ = ("body", "chunk", "kwargs", "result", "where")
+    __slots__ = ("alone", "body", "chunk", "kwargs", "result", "run", "where")
 
-    def __init__(self, body: Body, kwargs: dict[str, Any], where: Any) -> None:
+    def __init__(self, body: Body, kwargs: dict[str, Any], where: Any, run: int, alone: bool) -> None:
         self.body = body
         self.kwargs = kwargs
         self.where = where
+        self.run = run  # which run submitted it
+        self.alone = alone  # a body with a timeout: its clock must not run while others' bodies do
         self.result: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self.chunk: _Chunk | None = None
 
@@ -225,19 +231,52 @@ class _Chunk:
                 j.result.set_result((kind, payload))
 
 
+def _groups(jobs: list[_Job]) -> list[list[_Job]]:
+    """The jobs that may share Dask tasks: by run, and a body with a timeout alone."""
+    groups: dict[int, list[_Job]] = {}
+    alone: list[list[_Job]] = []
+    for j in jobs:
+        if j.alone:
+            alone.append([j])
+        else:
+            groups.setdefault(j.run, []).append(j)
+    return [*groups.values(), *alone]
+
+
 def _run_chunk(items: list[tuple[Body, dict[str, Any], Any]]) -> list[tuple[str, Any]]:
-    """On a worker: run each body of a chunk; a body's exception is its own result (with its
-    traceback, which tblib pickles), the others go on."""
-    from tblib import pickling_support  # type: ignore[import-untyped]  # (a dependency of distributed)
+    """On a worker: run each body of a chunk; what a body raises (SystemExit and its own
+    BaseExceptions too) is its own result, with its traceback (tblib pickles it), and a result
+    that cannot travel back is its own error: the others go on."""
+    import cloudpickle  # type: ignore[import-untyped]
 
     out: list[tuple[str, Any]] = []
     for body, kwargs, where in items:
         try:
-            out.append(body(kwargs, where))
-        except Exception as e:
-            pickling_support.install(e)
-            out.append(("error", e))
+            kind, payload = body(kwargs, where)
+            if kind == "value":
+                cloudpickle.dumps(payload)  # (a "published" result is a short hash)
+            out.append((kind, payload))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            out.append(("error", _travelling(e, body.name)))
     return out
+
+
+def _travelling(e: BaseException, task: str) -> BaseException:
+    """`e` as it can go back to the scheduler: with its traceback, or, when it cannot be pickled,
+    a RuntimeError naming it."""
+    import cloudpickle
+    from tblib import pickling_support
+
+    pickling_support.install(e)
+    try:
+        cloudpickle.dumps(e)
+        return e
+    except Exception as why:
+        return RuntimeError(
+            f"task {task!r} raised {type(e).__name__}: {e} (it cannot travel back from the worker: {why})"
+        )
 
 
 async def _closer(client: Any) -> AsyncGenerator[None, None]:
@@ -341,7 +380,7 @@ def ship_by_value(fn: Any) -> list[str]:
     keep file:line; msgspec Structs, which cloudpickle cannot rebuild by value, work); the rest
     (modules inside packages of the user's) are marked to be pickled by value. The script itself
     (`__main__`) always travels by value."""
-    import cloudpickle  # type: ignore[import-untyped]
+    import cloudpickle
 
     def used(module: Any) -> list[types.ModuleType]:
         found = [v if isinstance(v, types.ModuleType) else sys.modules.get(getattr(v, "__module__", "") or "")

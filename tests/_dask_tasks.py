@@ -81,4 +81,14 @@ def where_it_ran(i: int) -> str:
 
     if i % 7 == 3:
         raise ValueError(f"body {i} fails alone")
+    if i % 7 == 5:
+        raise SystemExit(i)  # a base exception fails its body alone too (the worker lives on)
     return str(distributed.get_worker().get_current_task())
+
+
+@af.task(executor=af.DaskExecutor(n_workers=1, threads_per_worker=2), timeout=3)
+def timed(i: int) -> int:  # (one worker: a free thread takes the next body, none waits behind the slow one)
+    import time
+
+    time.sleep(5 if i == 0 else 0)
+    return i
