@@ -61,7 +61,8 @@ def _short(text: str) -> str:
 def source_hash(obj: Any) -> str:
     """Hash of a function's (or class's) normalized source; of its bytecode when it has none."""
     try:  # (a wrapper's own code: `inspect.getsource` of a function would follow `__wrapped__`)
-        source = inspect.getsource(obj.__code__ if hasattr(obj, "__wrapped__") and hasattr(obj, "__code__") else obj)
+        wrapper = isinstance(obj, types.FunctionType) and "__wrapped__" in obj.__dict__
+        source = inspect.getsource(obj.__code__ if wrapper else obj)
         tree = ast.parse(textwrap.dedent(source))
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -74,8 +75,8 @@ def source_hash(obj: Any) -> str:
     except (OSError, TypeError, SyntaxError, tokenize.TokenError, UnicodeDecodeError, ValueError):
         # no readable source (exec'd code whose file name is another file, a binary...): its bytecode
         code = getattr(obj, "__code__", None)
-        if code is None:
-            return _short(repr(obj.__qualname__))
+        if not isinstance(code, types.CodeType):  # (a class whose metaclass answers any name...)
+            return _short(repr(getattr(obj, "__qualname__", type(obj).__qualname__)))
         return _short(repr((code.co_code, _consts(code), code.co_names)))
 
 
@@ -159,9 +160,29 @@ def _constant_hash(value: Any, name: str, module: types.ModuleType | None) -> st
 def _value_hash(value: Any) -> str:
     try:
         return _short(msgspec.json.encode(tagged(value)).decode())
-    except (TypeError, ValueError, RecursionError, OverflowError):
+    except Exception:  # (not data: a class, a set of types, an object half made...)
+        return _short(_stable_repr(value, 0))
+
+
+def _stable_repr(value: Any, depth: int) -> str:
+    """A text for a value that is the same in every process: sets sorted, objects by their type
+    where their repr would show an address (or fails)."""
+    try:
+        if depth > 20:
+            return "..."
+        if isinstance(value, (set, frozenset)):
+            return "{" + ", ".join(sorted(_stable_repr(v, depth + 1) for v in value)) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(_stable_repr(v, depth + 1) for v in value) + "]"
+        if isinstance(value, dict):
+            pairs = (f"{_stable_repr(k, depth + 1)}: {_stable_repr(v, depth + 1)}" for k, v in value.items())
+            return "{" + ", ".join(pairs) + "}"
+        if isinstance(value, type):
+            return f"{value.__module__}.{value.__qualname__}"
         text = repr(value)
-        return _short(text if " at 0x" not in text else type(value).__qualname__)
+        return text if " at 0x" not in text else type(value).__qualname__
+    except Exception:
+        return type(value).__qualname__
 
 
 def _file(obj: Any) -> str:
@@ -298,7 +319,17 @@ class _Walk:
     ) -> None:
         """Take in what `obj` brings: a module's attributes the code reads, a function's or class's
         code, the class of an instance, the code inside a container; and (with `values`) a plain
-        value as a constant."""
+        value as a constant. An object that fails when looked at (a proxy outside its context...)
+        counts by its type: a fingerprint never fails a task."""
+        try:
+            self._visit(obj, name, names, constant_label, module, values)
+        except Exception:
+            if values and constant_label:
+                self.part(constant_label, obj, _short(type(obj).__qualname__))
+
+    def _visit(
+        self, obj: Any, name: str, names: set[str], constant_label: str, module: types.ModuleType | None, values: bool
+    ) -> None:
         if isinstance(obj, (CodeBoundary, HasKey)) or id(obj) in self.seen:
             return
         if isinstance(obj, types.ModuleType):
@@ -327,10 +358,14 @@ class _Walk:
             return
         mine = False  # an instance of a class of the user's
         if isinstance(obj, _CONTAINERS):
-            if len(obj) <= _CONTAINER_ITEMS and self.depth < 3:  # a dispatch table: the code it holds
+            try:
+                items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else list(obj)
+            except Exception:  # a container of the user's that cannot be iterated: its value alone
+                items = []
+            if len(items) <= 2 * _CONTAINER_ITEMS and self.depth < 3:  # a dispatch table: the code it holds
                 self.seen.add(id(obj))
                 self.depth += 1
-                for item in (*obj.keys(), *obj.values()) if isinstance(obj, dict) else obj:
+                for item in items:
                     if _walked(item) or isinstance(item, _CONTAINERS):
                         self.visit(item, name, names, constant_label, module, values=False)
                 self.depth -= 1

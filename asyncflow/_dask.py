@@ -267,7 +267,7 @@ def _travelling(e: BaseException, task: str) -> BaseException:
     """`e` as it can go back to the scheduler: with its traceback, or, when it cannot be pickled,
     a RuntimeError naming it."""
     import cloudpickle
-    from tblib import pickling_support
+    from tblib import pickling_support  # type: ignore[import-untyped]
 
     pickling_support.install(e)
     try:

@@ -399,7 +399,8 @@ def test_code_reached_through_values_defaults_tables_bases_and_wrappers_counts(t
 @pytest.mark.slow
 def test_a_fingerprint_is_the_same_in_every_process_whatever_the_hash_seed(tmp_path: Path) -> None:
     for name, text in {"pipe.py": REACHED["one of two lambdas"][0]["pipe.py"] + "import a.util, b.util\n"
-                       "def both(x):\n    return a.util.clean(x) + b.util.clean(x)\n"}.items():  # fmt: skip
+                       "def both(x, accepted={int, float, 'auto', 'none'}):\n"  # a default set of types and strings
+                       "    return a.util.clean(x) + b.util.clean(x)\n"}.items():  # fmt: skip
         (tmp_path / name).write_text(text)
     for pkg, body in (("a", "x + 1"), ("b", "x * 10")):  # two helpers of one name in two files of one name
         (tmp_path / pkg).mkdir()
@@ -416,6 +417,52 @@ def test_a_fingerprint_is_the_same_in_every_process_whatever_the_hash_seed(tmp_p
 
     totals = {total_under(seed) for seed in range(4)}
     assert len(totals) == 1, totals
+
+
+def test_what_cannot_be_looked_at_counts_by_its_type_and_never_fails_the_task(tmp_path: Path) -> None:
+    from asyncflow._code import code_fingerprint
+
+    (tmp_path / "odd.py").write_text(textwrap.dedent("""
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Cfg:
+            a: int
+            cache: dict = dataclasses.field(init=False, repr=False)  # never set
+
+        class Registry(type):
+            def __getattr__(cls, name):  # answers any name, __code__ and __wrapped__ too
+                return f"<{name}>"
+
+        class Settings(metaclass=Registry):
+            pass
+
+        class Proxy:
+            @property
+            def __class__(self):
+                raise RuntimeError("working outside of request context")
+
+        class Unsized(list):
+            def __len__(self):
+                raise RuntimeError("no length")
+
+        request, rows = Proxy(), Unsized([1])
+
+        def helper(x, cfg=Cfg(1)):
+            return x + cfg.a + len(Settings.anything) + len(str(type(request))) + len(rows[:])
+    """))  # fmt: skip
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import odd  # type: ignore[import-not-found]
+
+        async def reads_odd_things(x: int) -> int:
+            return odd.helper(x)  # type: ignore[no-any-return]
+
+        parts = code_fingerprint(reads_odd_things).parts
+        assert {"helper helper (odd.py)", "class Settings (odd.py)", "constant request (odd.py)"} <= set(parts)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("odd", None)
 
 
 # every input counts ----------------------------------------------------------------------------
