@@ -93,9 +93,16 @@ def tagged(value: Any, node: Any = None) -> Any:
         return {"$datetime": value.isoformat()}
     if isinstance(value, _dt.date):
         return {"$date": value.isoformat()}
-    if isinstance(value, int | float | str | tuple | list | dict):  # subclasses (namedtuples...)
-        fields = value._asdict() if hasattr(value, "_asdict") else msgspec.to_builtins(value)
-        return {"$obj": [_type_name(value), tagged(fields)]}
+    if isinstance(value, int | float | str | tuple | list | dict):  # subclasses (namedtuples...): the
+        if hasattr(value, "_asdict"):  # base value, tagged as any other (a set inside stays a set)
+            fields: Any = value._asdict()
+        elif isinstance(value, dict):
+            fields = dict(value)
+        elif isinstance(value, (list, tuple)):
+            fields = list(value)
+        else:
+            fields = next(base(value) for base in (bool, int, float, str) if isinstance(value, base))
+        return {"$obj": [_type_name(value), tagged(fields, node)]}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return {"$obj": [_type_name(value), tagged(fields)]}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._concurrent import run_all
 from ._errors import FlowFailed, ParameterError
 from ._identity import show_value
-from ._workflow import Workflow, did_you_mean
+from ._workflow import FORCE_REACHED, Workflow, check_forced_reached, did_you_mean, forced_task_names
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -57,7 +57,17 @@ class WorkflowMulti:
 
     async def run(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
         """`{name: RunResult}`, or the one flow's RunResult with `flow="name"`."""
-        return await self._each("run", what, flow=flow, **kwargs)
+        if flow is not None or not kwargs.get("force"):
+            return await self._each("run", what, flow=flow, **kwargs)
+        reached: set[str] = set()
+        token = FORCE_REACHED.set(reached)  # `force=` names what one flow at least must reach
+        try:
+            out = await self._each("run", what, **kwargs)
+        finally:
+            FORCE_REACHED.reset(token)
+        first = next(iter(self.workflows.values()))
+        check_forced_reached(forced_task_names(kwargs["force"], first), reached)
+        return out
 
     async def preview(self, what: Any = None, *, flow: str | None = None, **kwargs: Any) -> Any:
         return await self._each("preview", what, flow=flow, **kwargs)

@@ -268,11 +268,11 @@ class Task(CodeBoundary):
     def _node(self, params: dict[str, Any], args: dict[str, Any]) -> Node:
         try:
             node = Node(self, params, args)
-        except (TypeError, RecursionError):
+        except (TypeError, RecursionError, UnicodeEncodeError):  # (a lone surrogate in a string)
             for name, value in params.items():  # find the culprit for the message
                 try:
                     canonical({name: value})
-                except (TypeError, RecursionError) as e:
+                except (TypeError, RecursionError, UnicodeEncodeError) as e:
                     raise ParameterError(
                         f"task {self.name!r}: parameter {name!r} = {reprlib.repr(value)} cannot be part of a "
                         f"node's identity ({e}); pass plain data (numbers, strings, lists, dicts, dates, "

@@ -7,6 +7,7 @@ import concurrent.futures
 import difflib
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import anyio
@@ -34,7 +35,7 @@ def did_you_mean(name: str, known: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _task_names(items: Any, flow: Workflow) -> set[str]:
+def forced_task_names(items: Any, flow: Workflow) -> set[str]:
     """The task names `force=` gives: tasks, nodes or names; a name that is no task is an error."""
     if items is None:
         return set()
@@ -61,10 +62,13 @@ def _task_names(items: Any, flow: Workflow) -> set[str]:
     return out
 
 
-def _check_forced_reached(forced: set[str], states: list[Any]) -> None:
+FORCE_REACHED: ContextVar[set[str] | None] = ContextVar("asyncflow_force_reached", default=None)
+"""Set by a WorkflowMulti: its flows add the tasks they reached instead of checking `force=` alone."""
+
+
+def check_forced_reached(forced: set[str], reached: set[str]) -> None:
     """A forced task that the run never reached (not in the flow, not even as a dynamic child) is a
     mistake the user would not see otherwise: nothing was rebuilt for it."""
-    reached = {st.node.task.name for st in states}
     missing = sorted(forced - reached)
     if missing:
         raise ParameterError(
@@ -172,7 +176,7 @@ class Workflow:
         roots = self._nodes(what)
         force = options.pop("force", None)
         force_all = options.pop("force_all", False)
-        run = Run(self.resolve(options), _task_names(force, self), force_all)
+        run = Run(self.resolve(options), forced_task_names(force, self), force_all)
         await run.survey(roots, self._children)
         return roots, run
 
@@ -226,7 +230,7 @@ class Workflow:
     async def _execute(
         self, roots: list[Node], force: Any, force_all: bool, options: dict[str, Any]
     ) -> tuple[RunResult, Run]:
-        forced = _task_names(force, self)
+        forced = forced_task_names(force, self)
         run = Run(self.resolve(options), forced, force_all)
         t0 = time.perf_counter()
         await run.execute(roots)
@@ -253,8 +257,6 @@ class Workflow:
             )
         if run.options.execution_summary:
             print(summary(result), file=sys.stderr)
-        if forced:
-            _check_forced_reached(forced, states)
         if run.emitter.failure is not None:
             raise FlowFailed(result, result.errors, run.emitter.failure)
         if not result.ok:
@@ -264,6 +266,13 @@ class Workflow:
                 if st.status not in OK
             ]
             raise FlowFailed(result, errors)
+        if forced:  # (after a failure, which says more)
+            reached = {st.node.task.name for st in states}
+            collector = FORCE_REACHED.get()
+            if collector is not None:  # a WorkflowMulti checks what all its flows reached
+                collector.update(reached)
+            else:
+                check_forced_reached(forced, reached)
         return result, run
 
     def start(self, task_group: Any, what: Any = None, **options: Any) -> RunHandle:

@@ -36,6 +36,7 @@ def test_values_json_would_blur_are_different_nodes() -> None:
         [{1: "one"}, {"1": "one"}],
         [{"$set": ["x", "y"]}, {"x", "y"}, {"$tuple": [1]}, (1,), {"__node__": "ab"}],  # keys that read as tags
         [[leaf_for_ids(i=1), 5], [leaf_for_ids(i=1), 6], {"k": leaf_for_ids(i=1)}],  # values holding nodes
+        [Mapping(a={1, 2}), Mapping(a=[1, 2]), {"a": [1, 2]}],  # a dict subclass tags what it holds too
     ]
     for values in groups:
         nodes = [echo(a=v) for v in values]
@@ -47,6 +48,15 @@ def test_values_json_would_blur_are_different_nodes() -> None:
 @af.task
 async def leaf_for_ids(i: int) -> int:
     return i
+
+
+class Mapping(dict):  # type: ignore[type-arg]
+    pass
+
+
+def test_a_string_that_cannot_be_encoded_is_a_parameter_error() -> None:
+    with pytest.raises(af.ParameterError, match="parameter 'a' = .* cannot be part of a node's identity"):
+        echo(a="\udcff.csv")  # a file name decoded with surrogateescape
 
 
 def test_ids_are_unambiguous_and_plain_values_read_as_before() -> None:
@@ -628,6 +638,20 @@ async def test_force_with_an_unknown_task_is_an_error_naming_the_flow_s_tasks(me
     for outside in ("elsewhere", elsewhere, elsewhere()):  # a task of no node of this flow: nothing rebuilt
         with pytest.raises(af.ParameterError, match="force names 'elsewhere', which this run never reached"):
             await flow.run(force=[outside])
+
+    @af.task
+    async def maybe_awaits(deep: bool, broken: bool = False) -> int:
+        if broken:
+            raise ValueError("broken before awaiting its child")
+        return await elsewhere() if deep else 0
+
+    with pytest.raises(af.FlowFailed):  # a failure says more than an unreached name
+        await af.Workflow(maybe_awaits(deep=True, broken=True), store=mem_store).run(force=["elsewhere"])
+    multi = af.WorkflowMulti(maybe_awaits, {"deep": [False, True]}, store=mem_store)
+    results = await multi.run(force=["elsewhere"])  # one flow reached it (dynamically): fine
+    assert results["deep=True"].ran == 2
+    with pytest.raises(af.ParameterError, match="force names 'elsewhere', which this run never reached"):
+        await af.WorkflowMulti(maybe_awaits, {"deep": [False]}, store=mem_store).run(force=["elsewhere"])
 
 
 def test_the_cli_refuses_a_mistyped_force(tmp_path: Path) -> None:
