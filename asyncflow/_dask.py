@@ -64,6 +64,7 @@ class DaskExecutor:
         self._bodies: dict[Any, Body] = {}
         self._uploaded: dict[tuple[str, int], anyio.Event] = {}
         self._versions: dict[str, tuple[str, int]] = {}  # this run's look at the uploaded files
+        self._runs = 0  # runs using it now: the last one to end closes a local cluster
         self._pending: list[_Job] = []  # bodies waiting to be submitted together
         self._flushing: asyncio.Future[None] | None = None
         self._chunks: set[asyncio.Future[None]] = set()  # (the loop keeps only weak references)
@@ -168,11 +169,17 @@ class DaskExecutor:
         self._chunks.add(task := asyncio.ensure_future(chunk.collect()))
         task.add_done_callback(self._chunks.discard)
 
+    def open(self) -> None:
+        """A run starts using this executor (each run that did calls `close` when it ends)."""
+        self._runs += 1
+
     async def close(self) -> None:
-        """At the end of a run: close the local cluster this executor started (and its client). A
-        client to a cluster at `address` stays connected for the next runs on this event loop."""
+        """At the end of a run: close the local cluster this executor started (and its client),
+        once no other run of it is still using them. A client to a cluster at `address` stays
+        connected for the next runs on this event loop."""
         self._versions = {}  # the next run looks at the user's files again (edited in a notebook...)
-        if self._cluster is None:
+        self._runs = max(0, self._runs - 1)
+        if self._cluster is None or self._runs:
             return
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
         with anyio.CancelScope(shield=True):

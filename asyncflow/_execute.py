@@ -315,7 +315,9 @@ async def _call(run: Running, st: NodeState, kwargs: dict[str, Any]) -> Any:
     _enter(run, st)
     executor = task.executor
     if not isinstance(executor, str):  # an executor object: Dask...
-        run.executors.add(executor)
+        if executor not in run.executors:  # this run uses it (and closes it when it ends)
+            run.executors.add(executor)
+            getattr(executor, "open", lambda: None)()
         if getattr(executor, "writes_targets", False):
             return await executor.run(task, kwargs, run.target_of(st.node))
         return await executor.run(task, kwargs)

@@ -92,3 +92,11 @@ def timed(i: int) -> int:  # (one worker: a free thread takes the next body, non
 
     time.sleep(5 if i == 0 else 0)
     return i
+
+
+@af.task(executor=DASK)
+def naps(i: int) -> int:
+    import time
+
+    time.sleep(0.3)
+    return i

@@ -177,3 +177,15 @@ async def test_a_body_with_a_timeout_travels_alone_so_others_never_eat_its_time(
         await af.Workflow(nodes, store=store, max_concurrency=12).run()
     failed = {r.node_id for r in e.value.result.records.values() if r.status == "failed"}
     assert failed == {"timed[i=0]"}
+
+
+async def test_two_concurrent_runs_share_the_local_cluster_until_the_last_ends(store) -> None:
+    results = {}
+
+    async def one(name: str, nodes: list[af.Node]) -> None:
+        results[name] = await af.Workflow(nodes, store=store).run()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "long", [t.naps(i=i) for i in range(8)])
+        tg.start_soon(one, "short", [t.crunch(i=100)])  # ends first: the cluster must stay up for the other
+    assert results["short"].ran == 1 and results["long"].ran == 8
