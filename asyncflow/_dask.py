@@ -4,7 +4,7 @@ The scheduler stays on the event loop; bodies run on the workers, submitted thro
 asynchronous client. A worker writes the task's target itself through fsspec (so the store must be
 shared: local disk for a local cluster, S3 for a real one) and sends back only its output hash; the
 scheduler then writes the fingerprint record. With no address, a `LocalCluster` on 127.0.0.1 lives
-as long as the run that uses it.
+as long as the runs that use it.
 
 Workers need asyncflow and the installed packages the bodies import, not the user's own code: the
 body travels by value (cloudpickle) and the modules of the user's that it uses are uploaded to the
@@ -48,7 +48,7 @@ class DaskExecutor:
 
     `address` is a scheduler's address; without one a `LocalCluster` is started on 127.0.0.1
     (`cluster_options` go to it: `n_workers=2`, `threads_per_worker=1`, `processes=True` by
-    default) when a run first needs it, and closed when that run ends.
+    default) when a run first needs it, and closed when the last run using it ends.
     """
 
     writes_targets = True
