@@ -19,7 +19,7 @@ import pytest
 
 import asyncflow as af
 
-ITERATIONS = 200  # per backend
+ITERATIONS = 150  # per backend
 
 
 @af.task
@@ -93,6 +93,7 @@ async def _one(store: str, seed: int, asyncio_native: bool) -> dict[str, Any]:
             "wrong": wrong}  # fmt: skip
 
 
+@pytest.mark.slow  # (it runs both backends itself: the trio pass of the suite need not run it again)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_cancelled_co_run_never_changes_another_runs_results(tmp_path: Path, backend: str) -> None:
     losses = []
