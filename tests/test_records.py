@@ -303,7 +303,10 @@ async def test_many_segments_are_compacted_into_one_and_nothing_is_forgotten(eac
     assert (await af.Workflow(nodes, store=each_store).run()).ran == 0
 
 
-async def test_nodes_published_together_share_segments_on_every_store(each_store: str) -> None:
+@pytest.mark.parametrize("kind", ["local", "memory"])  # (where a write waits on a thread, and where none does)
+async def test_nodes_published_together_share_segments(kind: str, tmp_path: Path, mem_store: str) -> None:
+    each_store = str(tmp_path / "store") if kind == "local" else mem_store
+
     @af.task
     async def together(i: int) -> int:
         return i
