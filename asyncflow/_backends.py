@@ -367,23 +367,26 @@ class MemoryBackend(SyncFsBackend):
             if await self.exists(p):
                 fs.rm_file(p)
 
-    async def info(self, path: str) -> dict[str, Any]:
+    def _file(self, path: str) -> Any:
+        """The file at `path`, or None: one dict lookup (fsspec's `info` and `exists` first look
+        for a folder of that name among all the keys)."""
         fs = self.sync_fs()
-        file = fs.store.get(fs._strip_protocol(path))  # a file: one dict lookup (fsspec's `info`
-        if file is not None:  # first looks for a folder of that name among all the keys)
+        return fs.store.get(fs._strip_protocol(path))
+
+    async def info(self, path: str) -> dict[str, Any]:
+        file = self._file(path)
+        if file is not None:
             return {"name": path, "size": file.size, "type": "file", "created": getattr(file, "created", None)}
-        return fs.info(path)  # type: ignore[no-any-return]
+        return self.sync_fs().info(path)  # type: ignore[no-any-return]
 
     async def head(self, path: str) -> tuple[str, bytes | None]:
-        fs = self.sync_fs()
-        file = fs.store.get(fs._strip_protocol(path))  # targets are files: no folder scan
+        file = self._file(path)  # targets are files: no folder scan when missing
         if file is None:
             raise FileNotFoundError(path)
         return tag_of({"size": file.size, "created": getattr(file, "created", None)}), None
 
     async def exists(self, path: str) -> bool:
-        fs = self.sync_fs()
-        return fs._strip_protocol(path) in fs.store or fs.exists(path)
+        return self._file(path) is not None or self.sync_fs().exists(path)
 
     async def checksum(self, path: str) -> str | None:
         fs = self.sync_fs()

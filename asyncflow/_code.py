@@ -398,7 +398,7 @@ class _Walk:
 
 def _walked(value: Any) -> bool:
     """Whether a value is code (walked into) rather than data (hashed as a value)."""
-    return isinstance(value, (type, types.ModuleType, functools.partial)) or inspect.isroutine(value) or callable(value)
+    return isinstance(value, types.ModuleType) or callable(value)  # (classes, functions, partials...)
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, CodeFingerprint] = weakref.WeakKeyDictionary()

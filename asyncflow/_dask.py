@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import inspect
 import os
+import pickle
 import sys
 import types
 from collections.abc import AsyncGenerator
@@ -234,6 +235,8 @@ class _Chunk:
                 continue
             if kind == "error":
                 j.result.set_exception(payload)
+            elif kind == "pickled":
+                j.result.set_result(("value", pickle.loads(payload)))
             else:
                 j.result.set_result((kind, payload))
 
@@ -260,8 +263,8 @@ def _run_chunk(items: list[tuple[Body, dict[str, Any], Any]]) -> list[tuple[str,
     for body, kwargs, where in items:
         try:
             kind, payload = body(kwargs, where)
-            if kind == "value":
-                cloudpickle.dumps(payload)  # (a "published" result is a short hash)
+            if kind == "value":  # pickled here, once: one that cannot travel fails alone
+                kind, payload = "pickled", cloudpickle.dumps(payload)
             out.append((kind, payload))
         except KeyboardInterrupt:
             raise
